@@ -1,0 +1,135 @@
+"""The node's database: imported records, imports, budget accounts and releases.
+
+SQLite (a file in the node home) is the embedded default; PostgreSQL is the production store.
+Every function that touches data takes keyword-only arguments.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, Engine, Index, Text, event
+from sqlalchemy.orm import registry
+from sqlmodel import Field, SQLModel, create_engine
+
+__all__ = [
+    "BudgetAccount",
+    "ImportRow",
+    "NodeTable",
+    "RecordRow",
+    "ReleaseRow",
+    "create_schema",
+    "make_engine",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    """Timezone-aware current UTC time."""
+    return datetime.now(UTC)
+
+
+class NodeTable(SQLModel, registry=registry()):
+    """Base of the node's tables (their own metadata, apart from the coordinator's)."""
+
+
+class ImportRow(NodeTable, table=True):
+    """One imported file. ``sha256`` makes re-importing the same file a no-op."""
+
+    __tablename__ = "imports"
+
+    id: int | None = Field(default=None, primary_key=True)
+    file_name: str
+    sha256: str = Field(index=True, unique=True, max_length=64)
+    mapping_sha256: str = Field(max_length=64)
+    row_count: int
+    imported_at: datetime = Field(default_factory=utcnow)
+
+
+class RecordRow(NodeTable, table=True):
+    """One reporting record, as mapped and normalised. Never leaves the node."""
+
+    __tablename__ = "records"
+    __table_args__ = (Index("ix_records_query", "commodity", "flow", "year"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    import_id: int = Field(foreign_key="imports.id", index=True)
+    record_id: str = Field(unique=True, max_length=128)
+    period: str = Field(max_length=7)
+    year: int
+    first_month: int  # year * 12 + month - 1 of the period's first month
+    last_month: int
+    commodity: str = Field(max_length=32)
+    stage: str = Field(max_length=32)
+    flow: str = Field(max_length=32)
+    country: str = Field(max_length=3)
+    partner_country: str | None = Field(default=None, max_length=3)
+    quantity: float | None = None
+    unit: str | None = None
+    basis: str | None = None
+    grade: float | None = None
+    price: float | None = None
+    price_unit: str | None = None
+    contract_type: str | None = None
+    site_id: str | None = Field(default=None, max_length=128)
+    contract_id: str | None = Field(default=None, max_length=128)
+    quantity_t: float | None = None
+    price_usd_t: float | None = None
+    contribution_unit: str = Field(max_length=140)
+
+
+class BudgetAccount(NodeTable, table=True):
+    """Privacy budget spent in one accounting year, in nano-epsilon (exact integers)."""
+
+    __tablename__ = "budget_accounts"
+
+    year: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    spent_nano: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+
+
+class ReleaseRow(NodeTable, table=True):
+    """A release that left the node: what was charged and exactly what was sent."""
+
+    __tablename__ = "releases"
+
+    query_id: str = Field(primary_key=True, max_length=32)
+    years: str  # comma-separated accounting years charged
+    epsilon_nano: int = Field(sa_column=Column(BigInteger, nullable=False))
+    kind: str
+    purpose: str
+    query_json: str = Field(sa_column=Column(Text, nullable=False))
+    answer_json: str = Field(sa_column=Column(Text, nullable=False))
+    released_at: datetime = Field(default_factory=utcnow)
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """Create an engine for ``url``.
+
+    For SQLite every transaction starts with ``BEGIN IMMEDIATE`` (the write lock is taken up
+    front, so two releases can never interleave their budget checks), in WAL mode with a
+    30-second busy timeout.
+    """
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(connection: Any) -> None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def create_schema(*, engine: Engine) -> None:
+    """Create the node's tables if they do not exist."""
+    NodeTable.metadata.create_all(engine)

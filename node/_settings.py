@@ -1,0 +1,85 @@
+"""Node settings: ``<home>/node.toml``, overridden by ``DPN_NODE_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from node._errors import NodeConfigError
+
+__all__ = ["SETTINGS_FILE", "NodeSettings", "load_settings", "reject_weak_secret"]
+
+SETTINGS_FILE = "node.toml"
+_WEAK = {"changeme", "change-me", "secret", "password", "token", "default", "admin", "test"}
+
+
+def reject_weak_secret(value: str, *, name: str) -> str:
+    """Refuse empty, well-known or short (< 32 characters) secrets."""
+    if value.strip().lower() in _WEAK or len(value) < 32:
+        raise ValueError(
+            f"{name} is a default or too short (need >= 32 random characters); "
+            "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return value
+
+
+class NodeSettings(BaseSettings):
+    """Everything a node needs to start. Secrets are never logged or shown."""
+
+    model_config = SettingsConfigDict(env_prefix="DPN_NODE_", extra="forbid")
+
+    node_id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")]
+    display_name: str
+    database_url: str
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8701
+    access_token: SecretStr = Field(
+        description="bearer token the coordinator must present to query this node"
+    )
+    key_file: str = "node_key.pem"
+    policy_file: str = "policy.toml"
+    environment: Literal["production", "development"] = "production"
+
+    @field_validator("access_token")
+    @classmethod
+    def _strong_token(cls, value: SecretStr) -> SecretStr:
+        reject_weak_secret(value.get_secret_value(), name="access_token")
+        return value
+
+
+def load_settings(home: Path) -> NodeSettings:
+    """Load ``home/node.toml`` with environment overrides; raise :class:`NodeConfigError`."""
+    path = home / SETTINGS_FILE
+    if not path.is_file():
+        raise NodeConfigError(
+            f"{path} not found: create the node first with `dpn node init --home {home}`"
+        )
+
+    class _FromHome(NodeSettings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (
+                init_settings,
+                env_settings,
+                TomlConfigSettingsSource(settings_cls, toml_file=path),
+            )
+
+    try:
+        return NodeSettings.model_validate(_FromHome().model_dump())
+    except ValidationError as exc:
+        raise NodeConfigError(f"invalid settings in {path} or DPN_NODE_*: {exc}") from exc
