@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from node._errors import NodeConfigError, QueryRefusedError
-from protocols import AggregateQuery, Commodity, Flow, QueryKind
+from protocols import AggregateQuery, Commodity, CoverageEntry, Flow, QueryKind
 
 __all__ = ["BudgetPolicy", "Policy", "ReleasePolicy", "check_query", "load_policy", "policy_toml"]
 
@@ -41,6 +41,11 @@ class Policy(BaseModel):
 
     budget: BudgetPolicy = Field(default_factory=BudgetPolicy)
     release: ReleasePolicy = Field(default_factory=ReleasePolicy)
+    coverage: list[CoverageEntry] = Field(
+        default_factory=list,
+        description="public declaration of what this company reports on; records outside "
+        "it are never released",
+    )
 
 
 def load_policy(path: Path) -> Policy:
@@ -64,6 +69,16 @@ def _toml_list(values: list[str]) -> str:
 def policy_toml(policy: Policy) -> str:
     """The policy as a commented TOML file (what ``dpn node init`` writes)."""
     b, r = policy.budget, policy.release
+    coverage = "".join(
+        f"""
+[[coverage]]
+commodity = "{entry.commodity}"
+stages = {_toml_list([str(x) for x in entry.stages])}
+flows = {_toml_list([str(x) for x in entry.flows])}
+countries = {_toml_list(list(entry.countries))}
+"""
+        for entry in policy.coverage
+    )
     return f"""# Release policy of this node. The node refuses any query that breaks it.
 
 [budget]
@@ -78,7 +93,12 @@ min_contributors = {r.min_contributors}
 allowed_commodities = {_toml_list([str(c) for c in r.allowed_commodities])}
 allowed_flows = {_toml_list([str(f) for f in r.allowed_flows])}
 allowed_kinds = {_toml_list([str(k) for k in r.allowed_kinds])}
-"""
+
+# Declared coverage: PUBLIC statement of which commodity x stage x flow x country this
+# company reports on (as in its annual report). Only records inside it are ever released,
+# and the pool counts this company as a contributor to exactly these cells. Add one
+# [[coverage]] block per commodity; `dpn node status` compares it with the imported data.
+{coverage}"""
 
 
 def check_query(policy: Policy, query: AggregateQuery) -> None:

@@ -14,21 +14,11 @@ from pydantic_settings import (
 )
 
 from node._errors import NodeConfigError
+from protocols import check_secret_strength
 
-__all__ = ["SETTINGS_FILE", "NodeSettings", "load_settings", "reject_weak_secret"]
+__all__ = ["SETTINGS_FILE", "NodeSettings", "load_settings"]
 
 SETTINGS_FILE = "node.toml"
-_WEAK = {"changeme", "change-me", "secret", "password", "token", "default", "admin", "test"}
-
-
-def reject_weak_secret(value: str, *, name: str) -> str:
-    """Refuse empty, well-known or short (< 32 characters) secrets."""
-    if value.strip().lower() in _WEAK or len(value) < 32:
-        raise ValueError(
-            f"{name} is a default or too short (need >= 32 random characters); "
-            "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
-        )
-    return value
 
 
 class NodeSettings(BaseSettings):
@@ -51,7 +41,7 @@ class NodeSettings(BaseSettings):
     @field_validator("access_token")
     @classmethod
     def _strong_token(cls, value: SecretStr) -> SecretStr:
-        reject_weak_secret(value.get_secret_value(), name="access_token")
+        check_secret_strength(value.get_secret_value(), name="access_token")
         return value
 
 

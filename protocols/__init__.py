@@ -4,7 +4,7 @@ and signatures. This package imports nothing else from the repository.
 Modules (private, re-exported here):
 
 * data standard: code lists (``_codes``), countries (``_countries``), periods (``_periods``),
-  units (``_units``), the reporting record (``_record``);
+  units (``_units``), the reporting record (``_record``), declared coverage (``_coverage``);
 * wire models of API v1 (``_wire``);
 * DP mechanisms and error bars (``_dp``);
 * Ed25519 signatures over canonical JSON (``_signing``);
@@ -24,6 +24,7 @@ from protocols._codes import (
     parse_code,
 )
 from protocols._countries import all_country_codes, country_name, parse_country
+from protocols._coverage import CoverageEntry, covers_slice
 from protocols._dp import (
     FIXED_POINT_SCALE,
     LaplaceMechanism,
@@ -44,6 +45,7 @@ from protocols._errors import (
 )
 from protocols._periods import Period, parse_period
 from protocols._record import CountryCode, PeriodText, ReportingRecord
+from protocols._secrets import check_secret_strength
 from protocols._signing import (
     canonical_json,
     generate_private_key,
@@ -86,6 +88,7 @@ __all__ = [
     "CommodityInfo",
     "ContractType",
     "CountryCode",
+    "CoverageEntry",
     "Dimension",
     "ErrorBody",
     "Flow",
@@ -108,8 +111,10 @@ __all__ = [
     "UnknownCodeError",
     "all_country_codes",
     "canonical_json",
+    "check_secret_strength",
     "commodity_info",
     "country_name",
+    "covers_slice",
     "from_fixed_point",
     "generate_private_key",
     "key_id",

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from protocols._codes import TRADE_FLOWS, Commodity, Flow, Stage
 from protocols._countries import all_country_codes
+from protocols._coverage import CoverageEntry, covers_slice
 from protocols._periods import parse_period
 from protocols._record import CountryCode, PeriodText
 
@@ -159,6 +160,25 @@ class AggregateQuery(BaseModel):
         """Every cell key (one value per ``group_by`` dimension), in canonical order."""
         return list(itertools.product(*(self.domain(d) for d in self.group_by)))
 
+    def cell_slice(self, key: list[str] | tuple[str, ...]) -> dict[str, list[str] | None]:
+        """The commodities, stages, flows and countries one cell spans (``None``: all countries)."""
+        by_dim = dict(zip(self.group_by, key, strict=True))
+
+        def values(dim: Dimension) -> list[str]:
+            return [by_dim[dim]] if dim in by_dim else self.domain(dim)
+
+        countries = (
+            [by_dim[Dimension.COUNTRY]]
+            if Dimension.COUNTRY in by_dim
+            else (list(self.countries) if self.countries is not None else None)
+        )
+        return {
+            "commodities": values(Dimension.COMMODITY),
+            "stages": values(Dimension.STAGE),
+            "flows": values(Dimension.FLOW),
+            "countries": countries,
+        }
+
     def accounting_periods(self) -> list[int]:
         """Calendar years whose budget a release of this query is charged to."""
         return sorted({parse_period(p).year for p in self.periods})
@@ -196,7 +216,21 @@ class NodeAnswer(BaseModel):
     accounting_periods: list[int]
     mechanism: str
     privacy_unit: str
+    coverage: list[CoverageEntry] = Field(
+        description="the node's declared coverage; it contributes to cells that meet it"
+    )
     released_at: datetime
+
+    def contributes(self, query: AggregateQuery, key: list[str] | tuple[str, ...]) -> bool:
+        """Whether this node counts as a contributor to the cell ``key`` of ``query``."""
+        cell = query.cell_slice(key)
+        return covers_slice(
+            self.coverage,
+            commodities=cell["commodities"] or [],
+            stages=cell["stages"] or [],
+            flows=cell["flows"] or [],
+            countries=cell["countries"],
+        )
 
 
 class SignedAnswer(BaseModel):

@@ -1,0 +1,118 @@
+"""The node's HTTP API (``/v1``): thin routes over :mod:`node._release` and friends.
+
+Only DP releases and public metadata are served; there is no route to records.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+
+from node._budget import budget_status
+from node._errors import BudgetExceededError, NodeError, QueryRefusedError
+from node._home import NodeContext
+from node._release import answer_query
+from protocols import API_VERSION, AggregateQuery, ErrorBody, NodeInfo, SignedAnswer
+
+__all__ = ["create_app"]
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+class BudgetYear(BaseModel):
+    """Budget of one accounting year, as served at ``GET /v1/budget``."""
+
+    year: int
+    total: float
+    spent: float
+    remaining: float
+
+
+def _error(status: int, code: str, message: str, **detail: Any) -> JSONResponse:
+    body = ErrorBody(error=code, message=message, detail=detail)
+    return JSONResponse(status_code=status, content=body.model_dump(mode="json"))
+
+
+def create_app(context: NodeContext) -> FastAPI:
+    """The node's FastAPI application for an opened node."""
+    app = FastAPI(
+        title=f"crimmis-dpn node {context.settings.node_id}",
+        version=API_VERSION,
+        description="Answers pooled queries with differentially private releases only.",
+    )
+    token = context.settings.access_token.get_secret_value().encode("utf-8")
+
+    def require_coordinator(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> None:
+        given = credentials.credentials.encode("utf-8") if credentials else b""
+        if not hmac.compare_digest(given, token):
+            raise _Unauthorized()
+
+    @app.exception_handler(_Unauthorized)
+    async def _unauthorized(_: Request, __: _Unauthorized) -> JSONResponse:
+        return _error(401, "unauthorized", "missing or wrong bearer token")
+
+    @app.exception_handler(BudgetExceededError)
+    async def _budget(_: Request, exc: BudgetExceededError) -> JSONResponse:
+        return _error(
+            403, "budget_exceeded", str(exc),
+            requested=exc.requested,
+            remaining={str(y): v for y, v in exc.remaining.items()},
+        )
+
+    @app.exception_handler(QueryRefusedError)
+    async def _refused(_: Request, exc: QueryRefusedError) -> JSONResponse:
+        return _error(403, "query_refused", str(exc), rule=exc.rule)
+
+    @app.exception_handler(NodeError)
+    async def _node_error(_: Request, exc: NodeError) -> JSONResponse:
+        return _error(500, "node_error", str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"field": ".".join(str(p) for p in e.get("loc", ())), "reason": e.get("msg", "")}
+            for e in exc.errors()
+        ]
+        return _error(422, "invalid_request", "the request does not match the schema",
+                      problems=problems)
+
+    @app.get(f"/{API_VERSION}/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok", "node_id": context.settings.node_id}
+
+    @app.get(f"/{API_VERSION}/info")
+    def info() -> NodeInfo:
+        return NodeInfo(
+            node_id=context.settings.node_id,
+            display_name=context.settings.display_name,
+            public_key=context.public_key,
+            key_id=context.key_id,
+            allowed_commodities=list(context.policy.release.allowed_commodities),
+        )
+
+    @app.post(f"/{API_VERSION}/queries", dependencies=[Depends(require_coordinator)])
+    def run_query(query: AggregateQuery) -> SignedAnswer:
+        return answer_query(context=context, query=query)
+
+    @app.get(f"/{API_VERSION}/budget", dependencies=[Depends(require_coordinator)])
+    def budget() -> list[BudgetYear]:
+        return [
+            BudgetYear(year=s.year, total=s.total, spent=s.spent, remaining=s.remaining)
+            for s in budget_status(
+                engine=context.engine, epsilon_per_year=context.policy.budget.epsilon_per_year
+            )
+        ]
+
+    return app
+
+
+class _Unauthorized(Exception):
+    """Raised by the auth dependency; rendered as a 401 :class:`ErrorBody`."""
