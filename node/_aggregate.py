@@ -137,7 +137,8 @@ def _in_coverage(frame: pl.DataFrame, coverage: Sequence[CoverageEntry]) -> pl.D
         for country in e.countries
     ]
     allowed = pl.DataFrame(
-        rows, schema=["commodity", "stage", "flow", "country"], orient="row"
+        rows, schema={name: pl.String for name in ("commodity", "stage", "flow", "country")},
+        orient="row",
     ).unique()
     return frame.join(allowed, on=["commodity", "stage", "flow", "country"], how="semi")
 

@@ -1,0 +1,161 @@
+"""The coordinator's API models: node registry views, pooled results and balances."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from protocols import AggregateQuery, Commodity, PeriodText, SignedAnswer
+
+__all__ = [
+    "Balance",
+    "BalanceFigure",
+    "BalanceRequest",
+    "BalanceRow",
+    "CellStatus",
+    "EnrolRequest",
+    "NodeOutcome",
+    "NodeStatus",
+    "NodeView",
+    "PooledCell",
+    "PooledResult",
+]
+
+
+class EnrolRequest(BaseModel):
+    """Enrol a node by URL; the operator confirms its key fingerprint out of band."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(:\d+)?/?$")]
+    access_token: Annotated[str, Field(min_length=32)]
+    expected_key_id: Annotated[str | None, Field(pattern=r"^[0-9a-f]{16}$")] = None
+
+
+class NodeView(BaseModel):
+    """An enrolled node as operators see it (no secrets)."""
+
+    node_id: str
+    display_name: str
+    url: str
+    key_id: str
+    active: bool
+    enrolled_at: datetime
+
+
+class NodeStatus(StrEnum):
+    """What became of a query at one node."""
+
+    ANSWERED = "answered"
+    REFUSED = "refused"  # the node's policy refused the query
+    BUDGET_EXCEEDED = "budget_exceeded"
+    UNREACHABLE = "unreachable"
+    INVALID = "invalid"  # answered, but the answer failed verification
+
+
+class NodeOutcome(BaseModel):
+    """One node's part in a pooled query."""
+
+    node_id: str
+    status: NodeStatus
+    message: str | None = None
+    epsilon: float | None = None
+    signed: SignedAnswer | None = Field(default=None, exclude=True)
+
+
+class CellStatus(StrEnum):
+    """Whether a pooled cell is published."""
+
+    PUBLISHED = "published"
+    SUPPRESSED = "suppressed"  # fewer contributing companies than the minimum
+    NOT_COVERED = "not_covered"  # no answering company reports on this cell
+
+
+class PooledCell(BaseModel):
+    """A pooled figure with its error bar; ``value`` is ``None`` unless published."""
+
+    key: list[str]
+    status: CellStatus
+    value: float | None = None
+    std: float | None = Field(default=None, description="standard deviation of the DP noise")
+    ci95: float | None = Field(default=None, description="half-width of the 95% noise interval")
+    noise_scales: list[float] = Field(
+        default_factory=list, description="Laplace scales of the pooled noise terms"
+    )
+
+
+class PooledResult(BaseModel):
+    """The pooled answer to a query: cells, and which nodes contributed."""
+
+    query: AggregateQuery
+    status: str
+    cells: list[PooledCell]
+    nodes: list[NodeOutcome]
+    created_at: datetime
+    finished_at: datetime | None = None
+
+    @property
+    def answered(self) -> list[str]:
+        """Ids of the nodes whose answers were pooled."""
+        return [n.node_id for n in self.nodes if n.status is NodeStatus.ANSWERED]
+
+
+class BalanceRequest(BaseModel):
+    """Ask for the pooled commodity balance of one year."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    commodity: Commodity
+    period: PeriodText = Field(description="a calendar year, e.g. 2024")
+    epsilon: Annotated[float, Field(gt=0, le=10)] = 1.0
+    unit_sum_bound: Annotated[float | None, Field(gt=0)] = Field(
+        default=None, description="tonnes per site-year; default: per-commodity table"
+    )
+    min_contributors: Annotated[int, Field(ge=3)] = 3
+    purpose: Annotated[str, Field(min_length=3, max_length=500)] = "pooled commodity balance"
+
+
+class BalanceFigure(BaseModel):
+    """One figure of a balance row."""
+
+    status: CellStatus
+    value: float | None = None
+    std: float | None = None
+    ci95: float | None = None
+
+
+class BalanceRow(BaseModel):
+    """Supply and use of one commodity at one stage in one country, tonnes contained."""
+
+    country: str
+    stage: str
+    production: BalanceFigure
+    imports: BalanceFigure
+    exports: BalanceFigure
+    consumption: BalanceFigure
+    recycling_input: BalanceFigure
+    waste: BalanceFigure
+    opening_stock: BalanceFigure
+    closing_stock: BalanceFigure
+    stock_change: BalanceFigure
+    apparent_consumption: BalanceFigure = Field(
+        description="production + imports - exports - stock change"
+    )
+
+
+class Balance(BaseModel):
+    """The pooled balance of one commodity and year, with its provenance."""
+
+    commodity: Commodity
+    period: str
+    unit: str = "t contained"
+    rows: list[BalanceRow]
+    query_ids: list[str]
+    nodes: list[NodeOutcome]
+    epsilon_by_node: dict[str, dict[str, float]] = Field(
+        description="epsilon each node spent on this balance, per accounting year"
+    )
+    unit_sum_bound: float

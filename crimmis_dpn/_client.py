@@ -1,0 +1,87 @@
+"""A small synchronous client of the coordinator's operator API (used by the CLI and demo)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from coordinator import Balance, BalanceRequest, EnrolRequest, NodeView, PooledResult
+from protocols import API_VERSION, AggregateQuery, ErrorBody
+
+__all__ = ["ClientError", "CoordinatorClient"]
+
+
+class ClientError(Exception):
+    """The coordinator could not be reached or refused the request (message says which)."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
+        self.status, self.code = status, code
+        super().__init__(message)
+
+
+class CoordinatorClient:
+    """Operator access to a coordinator: enrol nodes, run pooled queries and balances."""
+
+    def __init__(self, url: str, token: str, *, timeout: float = 120.0) -> None:
+        self.url = url.rstrip("/")
+        self._client = httpx.Client(
+            base_url=f"{self.url}/{API_VERSION}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+        )
+
+    def __enter__(self) -> CoordinatorClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._client.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ClientError(
+                f"cannot reach the coordinator at {self.url}: {type(exc).__name__}: {exc}"
+            ) from exc
+        if response.status_code >= 400:
+            try:
+                body = ErrorBody.model_validate_json(response.content)
+                message, code = body.message, body.error
+            except ValueError:
+                message, code = response.text[:500], None
+            raise ClientError(
+                f"coordinator answered HTTP {response.status_code}: {message}",
+                status=response.status_code, code=code,
+            )
+        return response.json()
+
+    def health(self) -> dict[str, str]:
+        """The coordinator's health (no token needed)."""
+        return dict(self._request("GET", "/health"))
+
+    def enrol(self, request: EnrolRequest) -> NodeView:
+        """Enrol a node."""
+        return NodeView.model_validate(
+            self._request("POST", "/nodes", json=request.model_dump(mode="json"))
+        )
+
+    def nodes(self) -> list[NodeView]:
+        """Enrolled nodes."""
+        return [NodeView.model_validate(n) for n in self._request("GET", "/nodes")]
+
+    def query(self, query: AggregateQuery) -> PooledResult:
+        """Run a pooled query (idempotent per query id)."""
+        return PooledResult.model_validate(
+            self._request("POST", "/queries", json=query.model_dump(mode="json"))
+        )
+
+    def balance(self, request: BalanceRequest) -> Balance:
+        """Pool a commodity balance."""
+        return Balance.model_validate(
+            self._request("POST", "/balances", json=request.model_dump(mode="json"))
+        )
