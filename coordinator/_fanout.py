@@ -80,8 +80,11 @@ async def _ask(client: httpx.AsyncClient, node: NodeAddress, query: AggregateQue
                        epsilon=signed.answer.epsilon, signed=signed)
 
 
-async def fan_out(*, nodes: Sequence[NodeAddress], query: AggregateQuery,
-                  timeout: float) -> list[NodeOutcome]:
-    """Ask every node concurrently; a node that is down or refuses does not stop the rest."""
-    async with httpx.AsyncClient() as client:
+async def fan_out(*, nodes: Sequence[NodeAddress], query: AggregateQuery, timeout: float,
+                  transport: httpx.AsyncBaseTransport | None = None) -> list[NodeOutcome]:
+    """Ask every node concurrently; a node that is down or refuses does not stop the rest.
+
+    ``transport`` replaces the network (tests pass an ``httpx.MockTransport``).
+    """
+    async with httpx.AsyncClient(transport=transport) as client:
         return list(await asyncio.gather(*(_ask(client, n, query, timeout) for n in nodes)))

@@ -30,8 +30,8 @@ app.add_typer(coordinator_app, name="coordinator")
 
 @app.command("demo")
 def demo(
-    workdir: Annotated[Path, typer.Option(help="where the demo's nodes, logs and results go")] = Path(
-        "demo-output"),
+    workdir: Annotated[Path, typer.Option(
+        help="where the demo's nodes, logs and results go")] = Path("demo-output"),
     year: Annotated[int, typer.Option(help="balance year")] = 2024,
     epsilon: Annotated[float, typer.Option(
         help="epsilon each node spends per balance (2/3 on flows, 1/3 on stocks)")] = 3.0,

@@ -101,7 +101,8 @@ def enrol(
 ) -> None:
     """Enrol a node (its key is checked against --key-id when given).
 
-    Example: dpn coordinator enrol --node-url https://dpn.acme.example --node-token ... --key-id 1a2b...
+    Example: dpn coordinator enrol --node-url https://dpn.acme.example:8701
+    --node-token TOKEN --key-id 1a2b3c4d5e6f7a8b
     """
     from coordinator import EnrolRequest
 

@@ -1,0 +1,188 @@
+"""``dpn demo``: a whole pool on loopback, each service a real process talking HTTP.
+
+1. write sample data for fictitious companies (:func:`write_sample_data`);
+2. create one node per company and import its file through its mapping;
+3. start the coordinator and every node as separate processes on free loopback ports;
+4. enrol the nodes (checking each key fingerprint), pool a balance per commodity;
+5. print the balances and each node's budget, write them to ``balances-<year>.json``;
+6. stop every process, whatever happened.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from crimmis_dpn.demo._sample_data import SampleCompany, write_sample_data
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from coordinator import Balance, BalanceRequest, EnrolRequest, init_settings
+from crimmis_dpn._client import ClientError, CoordinatorClient
+from crimmis_dpn._processes import ServiceError, free_port, running, start_service
+from node import (
+    BudgetPolicy,
+    IngestError,
+    NodeContext,
+    Policy,
+    ingest_file,
+    init_node,
+    load_mapping,
+)
+from protocols import API_VERSION, Commodity
+
+__all__ = ["DemoError", "DemoResult", "run_demo"]
+
+_MARKER = ".dpn-demo"
+_COMMODITIES = (Commodity.COBALT, Commodity.LITHIUM)
+
+
+class DemoError(Exception):
+    """The demo could not run; the message says why and where the logs are."""
+
+
+@dataclass
+class DemoResult:
+    """What the demo produced."""
+
+    balances: list[Balance]
+    output_file: Path
+    budgets: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+
+
+def _prepare(workdir: Path) -> None:
+    if workdir.exists():
+        if not (workdir / _MARKER).exists() and any(workdir.iterdir()):
+            raise DemoError(f"{workdir} exists and is not a demo directory; choose another "
+                            "--workdir")
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    (workdir / _MARKER).write_text("created by dpn demo; deleted by the next run\n")
+
+
+def _create_nodes(companies: list[SampleCompany], workdir: Path,
+                  console: Console) -> dict[str, tuple[NodeContext, int]]:
+    nodes: dict[str, tuple[NodeContext, int]] = {}
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("creating nodes and importing records", total=len(companies))
+        for company in companies:
+            port = free_port()
+            policy = Policy(budget=BudgetPolicy(epsilon_per_year=10.0,
+                                                max_epsilon_per_release=2.0),
+                            coverage=list(company.coverage))
+            context = init_node(home=workdir / "nodes" / company.node_id,
+                                node_id=company.node_id, display_name=company.display_name,
+                                port=port, policy=policy)
+            try:
+                ingest_file(engine=context.engine, path=company.data_file,
+                            mapping=load_mapping(company.mapping_file))
+            except IngestError as exc:
+                raise DemoError(f"sample data of {company.node_id} did not import: {exc}") from exc
+            finally:
+                context.engine.dispose()
+            nodes[company.node_id] = (context, port)
+            progress.advance(task)
+    return nodes
+
+
+def _budgets(nodes: dict[str, tuple[NodeContext, int]]) -> dict[str, list[dict[str, float]]]:
+    budgets = {}
+    with httpx.Client(timeout=10.0) as client:
+        for node_id, (context, port) in nodes.items():
+            token = context.settings.access_token.get_secret_value()
+            response = client.get(f"http://127.0.0.1:{port}/{API_VERSION}/budget",
+                                  headers={"Authorization": f"Bearer {token}"})
+            response.raise_for_status()
+            budgets[node_id] = response.json()
+    return budgets
+
+
+def _budget_table(companies: list[SampleCompany],
+                  budgets: dict[str, list[dict[str, float]]]) -> Table:
+    years = sorted({int(b["year"]) for rows in budgets.values() for b in rows})
+    table = Table(title="privacy budget per node (epsilon per year of data; budget 10 each)",
+                  title_justify="left")
+    table.add_column("node")
+    table.add_column("kind")
+    for year in years:
+        table.add_column(f"spent {year}", justify="right")
+        table.add_column(f"left {year}", justify="right")
+    for company in companies:
+        rows = {int(b["year"]): b for b in budgets.get(company.node_id, [])}
+        cells = []
+        for year in years:
+            row = rows.get(year)
+            cells += ([f"{row['spent']:.3g}", f"{row['remaining']:.3g}"] if row else ["0", "10"])
+        table.add_row(company.node_id, company.kind, *cells)
+    return table
+
+
+def _pool(url: str, token: str, nodes: dict[str, tuple[NodeContext, int]], year: int,
+          epsilon: float, balances: list[Balance], console: Console) -> None:
+    with CoordinatorClient(url, token) as client:
+        for context, port in nodes.values():
+            client.enrol(EnrolRequest(
+                url=f"http://127.0.0.1:{port}",
+                access_token=context.settings.access_token.get_secret_value(),
+                expected_key_id=context.key_id,
+            ))
+        console.print(f"[bold]4.[/bold] {len(nodes)} nodes enrolled (key fingerprints "
+                      "checked); pooling balances")
+        for commodity in _COMMODITIES:
+            balances.append(client.balance(BalanceRequest(
+                commodity=commodity, period=str(year), epsilon=epsilon,
+                purpose="dpn demo: pooled commodity balance",
+            )))
+
+
+def run_demo(*, workdir: Path, year: int = 2024, epsilon: float = 3.0,
+             console: Console | None = None) -> DemoResult:
+    """Run the whole demo (see the module docstring); raise :class:`DemoError` on failure."""
+    from crimmis_dpn.cli._render import balance_tables, outcome_table
+
+    console = console or Console()
+    started = time.monotonic()
+    _prepare(workdir)
+    logs = workdir / "logs"
+    logs.mkdir()
+    companies = write_sample_data(workdir / "company-files", year=year)
+    console.print(f"[bold]1.[/bold] sample data for {len(companies)} fictitious companies "
+                  f"in {workdir / 'company-files'}")
+    nodes = _create_nodes(companies, workdir, console)
+    console.print(f"[bold]2.[/bold] {len(nodes)} nodes created, each file imported")
+    coordinator_port = free_port()
+    settings = init_settings(home=workdir / "coordinator", port=coordinator_port)
+    services = [start_service("coordinator", ["coordinator", "serve", "--home",
+                                              str(workdir / "coordinator")],
+                              port=coordinator_port, log_dir=logs)]
+    services += [start_service(node_id, ["node", "serve", "--home", str(context.home)],
+                               port=port, log_dir=logs)
+                 for node_id, (context, port) in nodes.items()]
+    console.print(f"[bold]3.[/bold] starting {len(services)} processes on 127.0.0.1 "
+                  f"(logs in {logs})")
+    balances: list[Balance] = []
+    try:
+        with running(services):
+            _pool(services[0].url, settings.operator_token.get_secret_value(), nodes, year,
+                  epsilon, balances, console)
+            budgets = _budgets(nodes)
+    except (ServiceError, ClientError, httpx.HTTPError) as exc:
+        raise DemoError(f"{exc} (logs in {logs})") from exc
+    for balance in balances:
+        for table in balance_tables(balance):
+            console.print(table)
+        console.print(outcome_table(balance))
+    console.print(_budget_table(companies, budgets))
+    output = workdir / f"balances-{year}.json"
+    output.write_text(json.dumps({
+        "balances": [b.model_dump(mode="json") for b in balances],
+        "budgets": budgets,
+    }, indent=2), encoding="utf-8")
+    console.print(f"[bold]5.[/bold] balances written to {output}; all processes stopped "
+                  f"({time.monotonic() - started:.0f} s)")
+    return DemoResult(balances=balances, output_file=output, budgets=budgets)

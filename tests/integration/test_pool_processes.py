@@ -1,0 +1,171 @@
+"""A real pool on loopback: a coordinator and four nodes, each its own process, over HTTP."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import node
+from coordinator import CellStatus, EnrolRequest, NodeStatus, init_settings
+from crimmis_dpn._client import CoordinatorClient
+from crimmis_dpn._processes import ServiceProcess, free_port, running, start_service
+from protocols import AggregateQuery, CoverageEntry
+from tests.unit.node.conftest import insert_records, make_record
+
+pytestmark = pytest.mark.processes
+
+COVERAGE = [CoverageEntry(commodity="cobalt", stages=["mining"],
+                          flows=["production", "export", "stock_level"], countries=["COD"])]
+
+
+@dataclass
+class Pool:
+    coordinator: ServiceProcess
+    nodes: dict[str, ServiceProcess]
+    client: CoordinatorClient
+    home: Path
+
+
+def _node_records(index: int) -> list[dict[str, object]]:
+    rows = []
+    for month in range(1, 13):
+        rows.append(make_record(f"p{index}-{month}", period=f"2024-{month:02d}",
+                                quantity_t=100.0 * (index + 1), unit=f"site:{index}"))
+        rows.append(make_record(f"e{index}-{month}", period=f"2024-{month:02d}", flow="export",
+                                partner="CHN", quantity_t=50.0, unit=f"site:{index}"))
+    rows.append(make_record(f"s{index}-23", period="2023-12", flow="stock_level",
+                            quantity_t=200.0, unit=f"site:{index}"))
+    rows.append(make_record(f"s{index}-24", period="2024-12", flow="stock_level",
+                            quantity_t=260.0, unit=f"site:{index}"))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
+    home = tmp_path_factory.mktemp("pool")
+    logs = home / "logs"
+    logs.mkdir()
+    contexts = []
+    for index in range(4):
+        context = node.init_node(
+            home=home / f"n{index}", node_id=f"miner-{index}", display_name=f"Miner {index}",
+            port=free_port(), policy=node.Policy(coverage=COVERAGE))
+        insert_records(context, _node_records(index))
+        context.engine.dispose()
+        contexts.append(context)
+    settings = init_settings(home=home / "coordinator", port=free_port())
+    coordinator = start_service("coordinator", ["coordinator", "serve", "--home",
+                                                str(home / "coordinator")],
+                                port=settings.port, log_dir=logs)
+    nodes = {c.settings.node_id: start_service(c.settings.node_id,
+                                               ["node", "serve", "--home", str(c.home)],
+                                               port=c.settings.port, log_dir=logs)
+             for c in contexts}
+    with running([coordinator, *nodes.values()]):
+        client = CoordinatorClient(coordinator.url, settings.operator_token.get_secret_value())
+        for c in contexts:
+            client.enrol(EnrolRequest(url=f"http://127.0.0.1:{c.settings.port}",
+                                      access_token=c.settings.access_token.get_secret_value(),
+                                      expected_key_id=c.key_id))
+        yield Pool(coordinator, nodes, client, home)
+        client.close()
+
+
+def query(**overrides: object) -> AggregateQuery:
+    fields: dict[str, object] = {
+        "query_id": uuid.uuid4().hex, "kind": "sum", "commodities": ["cobalt"],
+        "flows": ["production"], "periods": ["2024"], "countries": ["COD", "ZMB"],
+        "group_by": ["country"], "epsilon": 0.1,
+        "bounds": {"record_clip": 5000.0, "unit_sum_bound": 5000.0}, "purpose": "integration",
+    }
+    fields.update(overrides)
+    return AggregateQuery.model_validate(fields)
+
+
+def test_enrolment_is_refused_when_the_key_fingerprint_differs(pool: Pool) -> None:
+    from crimmis_dpn._client import ClientError
+
+    url = pool.nodes["miner-0"].url
+    with pytest.raises(ClientError, match="expected 0000000000000000"):
+        pool.client.enrol(EnrolRequest(url=url, access_token="x" * 40,
+                                       expected_key_id="0" * 16))
+
+
+def test_a_pooled_query_over_http_publishes_cells_with_three_or_more_companies(pool: Pool
+                                                                            ) -> None:
+    result = pool.client.query(query())
+    assert result.status == "completed"
+    assert sorted(result.answered) == ["miner-0", "miner-1", "miner-2", "miner-3"]
+    cod, zmb = result.cells
+    assert cod.status is CellStatus.PUBLISHED and cod.value is not None
+    # exact total 12 * (100 + 200 + 300 + 400) = 12,000 t; noise scale 5000 / 0.1 per node
+    assert cod.ci95 is not None and abs(cod.value - 12_000.0) < cod.ci95 * 2
+    assert zmb.status is CellStatus.NOT_COVERED
+    again = pool.client.query(result.query)  # idempotent: the stored result, no new release
+    assert again.cells == result.cells
+
+
+def test_the_balance_cli_prints_json_that_satisfies_the_identity(pool: Pool) -> None:
+    output = pool.home / "balance.json"
+    token = pool.client._client.headers["authorization"].removeprefix("Bearer ")
+    completed = subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "crimmis_dpn", "coordinator", "balance", "--commodity", "cobalt",
+         "--period", "2024", "--epsilon", "0.3", "--url", pool.coordinator.url,
+         "--token", token, "--output", str(output), "--json"],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert completed.returncode == 0, completed.stderr
+    balance = json.loads(output.read_text())
+    assert balance["commodity"] == "cobalt" and balance["period"] == "2024"
+    assert len(balance["query_ids"]) == 2
+    rows = {(r["country"], r["stage"]): r for r in balance["rows"]}
+    assert set(rows) == {("COD", "mining")}
+    row = rows[("COD", "mining")]
+    figures = {name: row[name]["value"] for name in (
+        "production", "exports", "opening_stock", "closing_stock", "stock_change",
+        "apparent_consumption")}
+    assert all(row[name]["status"] == "published" for name in figures)
+    assert row["imports"]["status"] == "not_covered"
+    assert figures["stock_change"] == pytest.approx(
+        figures["closing_stock"] - figures["opening_stock"])
+    assert figures["apparent_consumption"] == pytest.approx(
+        figures["production"] - figures["exports"] - figures["stock_change"])
+    assert balance["epsilon_by_node"]["miner-0"] == pytest.approx({"2024": 0.3, "2023": 0.1})
+
+
+def test_a_node_that_is_down_does_not_sink_the_query_and_is_named(pool: Pool) -> None:
+    victim = pool.nodes["miner-3"]
+    victim.process.terminate()
+    victim.process.wait(timeout=10)
+    result = pool.client.query(query())
+    outcome = {o.node_id: o for o in result.nodes}
+    assert outcome["miner-3"].status is NodeStatus.UNREACHABLE
+    assert victim.url in (outcome["miner-3"].message or "")
+    assert sorted(result.answered) == ["miner-0", "miner-1", "miner-2"]
+    assert result.cells[0].status is CellStatus.PUBLISHED
+
+    second = pool.nodes["miner-2"]
+    second.process.terminate()
+    second.process.wait(timeout=10)
+    result = pool.client.query(query())
+    assert sorted(result.answered) == ["miner-0", "miner-1"]
+    assert result.cells[0].status is CellStatus.SUPPRESSED
+    assert result.cells[0].value is None
+
+
+def test_operator_requests_without_the_token_are_refused(pool: Pool) -> None:
+    import httpx
+
+    response = httpx.get(f"{pool.coordinator.url}/v1/nodes")
+    assert response.status_code == 401
+    assert response.json()["error"] == "unauthorized"
+    node_response = httpx.post(f"{pool.nodes['miner-0'].url}/v1/queries",
+                               json=query().model_dump(mode="json"),
+                               headers={"Authorization": "Bearer " + "w" * 40})
+    assert node_response.status_code == 401
