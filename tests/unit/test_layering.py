@@ -51,7 +51,9 @@ def test_package_imports_only_what_the_architecture_allows(package: str) -> None
     assert violations == {}
 
 
-def test_checker_detects_a_forbidden_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_checker_detects_a_forbidden_import(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake = tmp_path / "node"
     fake.mkdir()
     (fake / "bad.py").write_text("from coordinator import create_app\nimport protocols\n")
