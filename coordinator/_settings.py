@@ -16,7 +16,7 @@ from pydantic_settings import (
 )
 
 from coordinator._errors import CoordinatorConfigError
-from protocols import check_secret_strength
+from protocols import check_secret_strength, describe_validation_error
 
 __all__ = ["SETTINGS_FILE", "CoordinatorSettings", "init_settings", "load_settings"]
 
@@ -67,7 +67,8 @@ def load_settings(home: Path) -> CoordinatorSettings:
         return CoordinatorSettings.model_validate(_FromHome().model_dump())
     except ValidationError as exc:
         raise CoordinatorConfigError(
-            f"invalid settings in {path} or DPN_COORDINATOR_*: {exc}"
+            f"invalid settings in {path} or DPN_COORDINATOR_*: "
+            f"{describe_validation_error(exc)}"
         ) from exc
 
 

@@ -9,7 +9,14 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from node._errors import NodeConfigError, QueryRefusedError
-from protocols import AggregateQuery, Commodity, CoverageEntry, Flow, QueryKind
+from protocols import (
+    AggregateQuery,
+    Commodity,
+    CoverageEntry,
+    Flow,
+    QueryKind,
+    describe_validation_error,
+)
 
 __all__ = ["BudgetPolicy", "Policy", "ReleasePolicy", "check_query", "load_policy", "policy_toml"]
 
@@ -59,7 +66,9 @@ def load_policy(path: Path) -> Policy:
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:
-        raise NodeConfigError(f"policy file {path} is invalid: {exc}") from exc
+        raise NodeConfigError(
+            f"policy file {path} is invalid: {describe_validation_error(exc)}"
+        ) from exc
 
 
 def _toml_list(values: list[str]) -> str:

@@ -14,7 +14,7 @@ from pydantic_settings import (
 )
 
 from node._errors import NodeConfigError
-from protocols import check_secret_strength
+from protocols import check_secret_strength, describe_validation_error
 
 __all__ = ["SETTINGS_FILE", "NodeSettings", "load_settings"]
 
@@ -72,4 +72,6 @@ def load_settings(home: Path) -> NodeSettings:
     try:
         return NodeSettings.model_validate(_FromHome().model_dump())
     except ValidationError as exc:
-        raise NodeConfigError(f"invalid settings in {path} or DPN_NODE_*: {exc}") from exc
+        raise NodeConfigError(
+            f"invalid settings in {path} or DPN_NODE_*: {describe_validation_error(exc)}"
+        ) from exc

@@ -42,6 +42,7 @@ from protocols._errors import (
     StandardError,
     UnitConversionError,
     UnknownCodeError,
+    describe_validation_error,
 )
 from protocols._periods import Period, parse_period
 from protocols._record import CountryCode, PeriodText, ReportingRecord
@@ -115,6 +116,7 @@ __all__ = [
     "commodity_info",
     "country_name",
     "covers_slice",
+    "describe_validation_error",
     "from_fixed_point",
     "generate_private_key",
     "key_id",

@@ -13,6 +13,8 @@ Hierarchy::
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 __all__ = [
     "InvalidPeriodError",
     "PrivacyParameterError",
@@ -21,6 +23,7 @@ __all__ = [
     "StandardError",
     "UnitConversionError",
     "UnknownCodeError",
+    "describe_validation_error",
 ]
 
 
@@ -50,3 +53,13 @@ class PrivacyParameterError(ProtocolError, ValueError):
 
 class SignatureError(ProtocolError):
     """A signature is missing, malformed, or does not verify against the sender's key."""
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem: ``field.path: reason`` (without pydantic's URLs)."""
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ())) or "(whole object)"
+        reason = str(error.get("msg", "")).removeprefix("Value error, ")
+        lines.append(f"{where}: {reason}")
+    return "; ".join(lines)

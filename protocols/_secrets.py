@@ -11,8 +11,9 @@ MIN_SECRET_LENGTH = 32
 
 
 def check_secret_strength(value: str, *, name: str) -> str:
-    """Return ``value`` unless it is a well-known default or shorter than 32 characters."""
-    if value.strip().lower() in _WELL_KNOWN or len(value) < MIN_SECRET_LENGTH:
+    """Return ``value`` unless it is a well-known default, a placeholder, or too short."""
+    lowered = value.strip().lower()
+    if lowered in _WELL_KNOWN or lowered.startswith("replace") or len(value) < MIN_SECRET_LENGTH:
         raise ValueError(
             f"{name} is a default or too short (need >= {MIN_SECRET_LENGTH} random "
             "characters); generate one with: "
