@@ -39,10 +39,17 @@ def reported_errors() -> Iterator[None]:
     """Turn the packages' exceptions into messages and meaningful exit codes."""
     from coordinator import CoordinatorConfigError, EnrolmentError
     from crimmis_dpn._client import ClientError
+    from pydantic import ValidationError
+
     from node import BudgetExceededError, IngestError, NodeConfigError, QueryRefusedError
+    from protocols import StandardError, describe_validation_error
 
     try:
         yield
+    except StandardError as exc:
+        raise fail(str(exc), ExitCode.USAGE) from None
+    except ValidationError as exc:
+        raise fail(describe_validation_error(exc), ExitCode.USAGE) from None
     except (NodeConfigError, CoordinatorConfigError) as exc:
         raise fail(str(exc), ExitCode.CONFIG) from None
     except (IngestError, QueryRefusedError, BudgetExceededError) as exc:
