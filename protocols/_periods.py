@@ -17,7 +17,7 @@ _PATTERN = re.compile(r"^(?P<year>\d{4})(?:-(?:Q(?P<quarter>[1-4])|(?P<month>0[1
 _MIN_YEAR, _MAX_YEAR = 1900, 2200
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Period:
     """A calendar year, quarter or month; ``str(period)`` is its canonical form."""
 
@@ -53,6 +53,12 @@ class Period:
         """(first, last) months as ``year * 12 + month - 1``: a total order on months."""
         base = self.year * 12 - 1
         return base + self.first_month, base + self.last_month
+
+    @property
+    def sort_key(self) -> tuple[int, int]:
+        """Order periods by first month, then by length (``sorted(ps, key=Period.sort_key)``)."""
+        lo, hi = self.month_index
+        return lo, hi
 
     @property
     def granularity(self) -> str:

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    model_validator,
+)
 
 from protocols._codes import (
     TRADE_FLOWS,
@@ -34,8 +41,8 @@ def _period_text(value: object) -> str:
     return str(parse_period(value))
 
 
-def _country_code(value: object) -> str:
-    return parse_country(value)
+def _country_code(value: object, info: ValidationInfo) -> str:
+    return parse_country(value, field=info.field_name or "country")
 
 
 def _code_parser(enum: Any, field: str) -> BeforeValidator:
@@ -67,6 +74,11 @@ def _optional_basis(value: object) -> Basis | None:
     return None if value is None else parse_code(Basis, value, field="basis")
 
 
+def _optional_contract_type(value: object) -> ContractType | None:
+    value = _blank_to_none(value)
+    return None if value is None else parse_code(ContractType, value, field="contract_type")
+
+
 class ReportingRecord(BaseModel):
     """One reporting record as mapped from a company's file (before normalisation).
 
@@ -95,7 +107,7 @@ class ReportingRecord(BaseModel):
     grade: Annotated[float | None, _Optional] = None
     price: Annotated[float | None, _Optional] = None
     price_unit: Annotated[str | None, _Optional] = None
-    contract_type: Annotated[ContractType | None, _Optional] = None
+    contract_type: Annotated[ContractType | None, BeforeValidator(_optional_contract_type)] = None
     site_id: Annotated[_Id | None, _Optional] = None
     contract_id: Annotated[_Id | None, _Optional] = None
 

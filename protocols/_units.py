@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from protocols._codes import Basis
+from protocols._codes import Basis, parse_code
 from protocols._errors import UnitConversionError
 
 __all__ = ["MASS_UNITS", "PRICE_UNITS", "normalise_price", "normalise_quantity"]
@@ -54,7 +54,7 @@ def normalise_quantity(
             f"unit {unit!r} is not a mass unit (allowed: {', '.join(MASS_UNITS)})"
         )
     tonnes = quantity * MASS_UNITS[key]
-    basis = Basis(str(basis).strip().lower())
+    basis = parse_code(Basis, basis, field="basis")
     if basis is Basis.GROSS:
         if grade is None:
             raise UnitConversionError("grade is required when basis is gross")

@@ -40,7 +40,7 @@ __all__ = [
 API_VERSION = "v1"
 #: Largest number of public keys (cells) one query may ask for.
 MAX_CELLS = 100_000
-_QUERY_ID = re.compile(r"^[0-9a-f]{32}$")
+_QUERY_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class QueryKind(StrEnum):
@@ -109,7 +109,7 @@ class AggregateQuery(BaseModel):
     @field_validator("query_id")
     @classmethod
     def _check_id(cls, value: str) -> str:
-        if not _QUERY_ID.match(value):
+        if not _QUERY_ID.fullmatch(value):
             raise ValueError("query_id must be 32 lower-case hex digits (uuid4().hex)")
         return value
 

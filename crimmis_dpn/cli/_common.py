@@ -37,10 +37,10 @@ def fail(message: str, code: ExitCode, hint: str | None = None) -> typer.Exit:
 @contextmanager
 def reported_errors() -> Iterator[None]:
     """Turn the packages' exceptions into messages and meaningful exit codes."""
-    from coordinator import CoordinatorConfigError, EnrolmentError
-    from crimmis_dpn._client import ClientError
     from pydantic import ValidationError
 
+    from coordinator import CoordinatorConfigError, EnrolmentError
+    from crimmis_dpn._client import ClientError
     from node import BudgetExceededError, IngestError, NodeConfigError, QueryRefusedError
     from protocols import StandardError, describe_validation_error
 

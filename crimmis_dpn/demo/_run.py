@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from crimmis_dpn.demo._sample_data import SampleCompany, write_sample_data
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -25,6 +24,7 @@ from rich.table import Table
 from coordinator import Balance, BalanceRequest, EnrolRequest, init_settings
 from crimmis_dpn._client import ClientError, CoordinatorClient
 from crimmis_dpn._processes import ServiceError, free_port, running, start_service
+from crimmis_dpn.demo._sample_data import SampleCompany, write_sample_data
 from node import (
     BudgetPolicy,
     IngestError,
