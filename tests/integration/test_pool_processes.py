@@ -115,7 +115,7 @@ def test_a_pooled_query_over_http_publishes_cells_with_three_or_more_companies(p
 def test_the_balance_cli_prints_json_that_satisfies_the_identity(pool: Pool) -> None:
     output = pool.home / "balance.json"
     token = pool.client._client.headers["authorization"].removeprefix("Bearer ")
-    completed = subprocess.run(  # noqa: S603
+    completed = subprocess.run(
         [sys.executable, "-m", "crimmis_dpn", "coordinator", "balance", "--commodity", "cobalt",
          "--period", "2024", "--epsilon", "0.3", "--url", pool.coordinator.url,
          "--token", token, "--output", str(output), "--json"],
