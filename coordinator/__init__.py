@@ -6,6 +6,7 @@ It only ever sees nodes' DP answers. Depends on :mod:`protocols`, never on :mod:
 from coordinator._api import create_app
 from coordinator._balance import (
     BALANCE_FLOWS,
+    DEFAULT_STOCK_BOUNDS,
     DEFAULT_UNIT_BOUNDS,
     assemble_balance,
     balance_queries,
@@ -40,6 +41,7 @@ from coordinator._settings import CoordinatorSettings, init_settings, load_setti
 
 __all__ = [
     "BALANCE_FLOWS",
+    "DEFAULT_STOCK_BOUNDS",
     "DEFAULT_UNIT_BOUNDS",
     "Balance",
     "BalanceFigure",

@@ -40,6 +40,7 @@ from protocols import AggregateQuery, Bounds, Commodity, Flow, parse_period
 
 __all__ = [
     "BALANCE_FLOWS",
+    "DEFAULT_STOCK_BOUNDS",
     "DEFAULT_UNIT_BOUNDS",
     "assemble_balance",
     "balance_queries",
@@ -65,29 +66,43 @@ DEFAULT_UNIT_BOUNDS: dict[Commodity, float] = {
 }
 
 
+#: Default bound on one site's closing stock, tonnes of contained element: stocks are a few
+#: months of output, so their bound (and noise) is much smaller than that of the flows.
+DEFAULT_STOCK_BOUNDS: dict[Commodity, float] = {
+    commodity: bound / 8 for commodity, bound in DEFAULT_UNIT_BOUNDS.items()
+}
+
+
+def _bounds(request: BalanceRequest) -> tuple[float, float]:
+    """(flow bound, stock bound) of a balance request, defaults filled in."""
+    return (request.unit_sum_bound or DEFAULT_UNIT_BOUNDS[request.commodity],
+            request.stock_unit_bound or DEFAULT_STOCK_BOUNDS[request.commodity])
+
+
 def balance_queries(request: BalanceRequest) -> tuple[AggregateQuery, AggregateQuery]:
     """The flows query and the stocks query of a balance."""
     period = parse_period(request.period)
     if period.granularity != "year":
         raise ValueError(f"a balance covers a calendar year, not {period}")
-    bound = request.unit_sum_bound or DEFAULT_UNIT_BOUNDS[request.commodity]
-    bounds = Bounds(record_clip=bound, unit_sum_bound=bound)
+    flow_bound, stock_bound = _bounds(request)
     common = {
         "kind": "sum",
         "commodities": [request.commodity],
-        "bounds": bounds,
         "min_contributors": request.min_contributors,
         "purpose": request.purpose,
     }
-    flows = AggregateQuery(
-        query_id=uuid.uuid4().hex, flows=BALANCE_FLOWS, periods=[str(period)],
-        group_by=["country", "stage", "flow"], epsilon=request.epsilon * 2 / 3, **common,
-    )
-    stocks = AggregateQuery(
-        query_id=uuid.uuid4().hex, flows=[Flow.STOCK_LEVEL],
-        periods=[str(period.previous_year()), str(period)],
-        group_by=["country", "stage", "period"], epsilon=request.epsilon / 3, **common,
-    )
+    flows = AggregateQuery.model_validate({
+        **common, "query_id": uuid.uuid4().hex, "flows": BALANCE_FLOWS,
+        "periods": [str(period)], "group_by": ["country", "stage", "flow"],
+        "epsilon": request.epsilon * 2 / 3,
+        "bounds": Bounds(record_clip=flow_bound, unit_sum_bound=flow_bound),
+    })
+    stocks = AggregateQuery.model_validate({
+        **common, "query_id": uuid.uuid4().hex, "flows": [Flow.STOCK_LEVEL],
+        "periods": [str(period.previous_year()), str(period)],
+        "group_by": ["country", "stage", "period"], "epsilon": request.epsilon / 3,
+        "bounds": Bounds(record_clip=stock_bound, unit_sum_bound=stock_bound),
+    })
     return flows, stocks
 
 
@@ -161,13 +176,14 @@ def assemble_balance(request: BalanceRequest, flows: PooledResult,
                 (-1.0, cell[Flow.EXPORT]), (-1.0, closing), (1.0, opening),
             ]),
         ))
-    bound = request.unit_sum_bound or DEFAULT_UNIT_BOUNDS[request.commodity]
+    flow_bound, stock_bound = _bounds(request)
     return Balance(
         commodity=request.commodity, period=str(year), rows=rows,
         query_ids=[flows.query.query_id, stocks.query.query_id],
         nodes=_merge_outcomes([flows, stocks]),
         epsilon_by_node=_epsilon_by_node([flows, stocks]),
-        unit_sum_bound=bound,
+        unit_sum_bound=flow_bound,
+        stock_unit_bound=stock_bound,
     )
 
 

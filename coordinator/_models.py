@@ -112,7 +112,12 @@ class BalanceRequest(BaseModel):
     period: PeriodText = Field(description="a calendar year, e.g. 2024")
     epsilon: Annotated[float, Field(gt=0, le=10)] = 1.0
     unit_sum_bound: Annotated[float | None, Field(gt=0)] = Field(
-        default=None, description="tonnes per site-year; default: per-commodity table"
+        default=None,
+        description="flows: tonnes one site-year may contribute; default: per-commodity table",
+    )
+    stock_unit_bound: Annotated[float | None, Field(gt=0)] = Field(
+        default=None,
+        description="stocks: tonnes one site's closing stock may contribute; default: table",
     )
     min_contributors: Annotated[int, Field(ge=3)] = 3
     purpose: Annotated[str, Field(min_length=3, max_length=500)] = "pooled commodity balance"
@@ -159,3 +164,4 @@ class Balance(BaseModel):
         description="epsilon each node spent on this balance, per accounting year"
     )
     unit_sum_bound: float
+    stock_unit_bound: float

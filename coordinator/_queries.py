@@ -66,8 +66,9 @@ async def run_pooled_query(*, engine: Engine, query: AggregateQuery,
                 signed_answer_json=(json.dumps(outcome.signed.model_dump(mode="json"))
                                     if outcome.signed else None),
             ))
-        row = session.get(QueryRow, query.query_id)
-        assert row is not None
+        stored = session.get(QueryRow, query.query_id)
+        assert stored is not None
+        row = stored
         row.status, row.finished_at = result.status, result.finished_at
         row.result_json = result.model_dump_json()
         if not answers:

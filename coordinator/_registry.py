@@ -66,12 +66,12 @@ def enrol_node(*, engine: Engine, request: EnrolRequest, timeout: float = 10.0) 
 def list_nodes(*, engine: Engine) -> list[NodeView]:
     """Every enrolled node, by id."""
     with Session(engine) as session:
-        rows = session.exec(select(NodeRow).order_by(NodeRow.node_id)).all()  # type: ignore[arg-type]
+        rows = session.exec(select(NodeRow).order_by(NodeRow.node_id)).all()
         return [_view(r) for r in rows]
 
 
 def node_addresses(*, engine: Engine) -> list[NodeAddress]:
     """How to reach every active node."""
     with Session(engine) as session:
-        rows = session.exec(select(NodeRow).where(NodeRow.active)).all()  # type: ignore[arg-type]
+        rows = session.exec(select(NodeRow).where(NodeRow.active)).all()
         return [NodeAddress(r.node_id, r.url, r.access_token, r.public_key) for r in rows]

@@ -64,7 +64,9 @@ def load_settings(home: Path) -> CoordinatorSettings:
                     TomlConfigSettingsSource(settings_cls, toml_file=path))
 
     try:
-        return CoordinatorSettings.model_validate(_FromHome().model_dump())
+        return CoordinatorSettings.model_validate(
+            _FromHome().model_dump()  # type: ignore[call-arg]
+        )
     except ValidationError as exc:
         raise CoordinatorConfigError(
             f"invalid settings in {path} or DPN_COORDINATOR_*: "

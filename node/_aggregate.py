@@ -185,7 +185,7 @@ def _bounded_sums(frame: pl.DataFrame, query: AggregateQuery, keys: list[str]) -
         .otherwise(pl.col("value"))
     )
     worst = scaled.group_by("unit_year").agg(pl.col("value").sum())["value"].max()
-    if worst is not None and int(worst) > bound_fp:  # pragma: no cover - invariant
+    if isinstance(worst, int) and worst > bound_fp:  # pragma: no cover - invariant
         raise AssertionError("contribution bound violated; refusing to release")
     return scaled.group_by(keys).agg(pl.col("value").sum().alias("sum"))
 

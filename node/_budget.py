@@ -53,11 +53,11 @@ class BudgetStatus:
 def ensure_accounts(*, connection: Connection, years: list[int]) -> None:
     """Create missing budget rows (spent 0) for ``years``; harmless if they exist."""
     for year in years:
+        values = {"year": year, "spent_nano": 0}
         if connection.dialect.name == "postgresql":
-            stmt = pg_insert(_ACCOUNTS).values(year=year, spent_nano=0).on_conflict_do_nothing()
+            connection.execute(pg_insert(_ACCOUNTS).values(values).on_conflict_do_nothing())
         else:
-            stmt = insert(_ACCOUNTS).values(year=year, spent_nano=0).prefix_with("OR IGNORE")
-        connection.execute(stmt)
+            connection.execute(insert(_ACCOUNTS).values(values).prefix_with("OR IGNORE"))
 
 
 def _spent(connection: Connection, years: list[int]) -> dict[int, int]:

@@ -37,7 +37,9 @@ class NodeConfigError(NodeError):
 class IngestProblem:
     """One reason a file was refused: where (file, row, field) and why.
 
-    ``row`` is the 1-based data row (the header is row 0); ``None`` for file-level problems.
+    ``row`` is the row number a person sees in a spreadsheet or text editor: the header is
+    row 1 and the first data row is row 2 (Parquet files are numbered the same way).
+    ``None`` for file-level problems; ``field`` is the standard field concerned, if any.
     """
 
     file: str

@@ -70,7 +70,9 @@ def load_settings(home: Path) -> NodeSettings:
             )
 
     try:
-        return NodeSettings.model_validate(_FromHome().model_dump())
+        return NodeSettings.model_validate(
+            _FromHome().model_dump()  # type: ignore[call-arg]
+        )
     except ValidationError as exc:
         raise NodeConfigError(
             f"invalid settings in {path} or DPN_NODE_*: {describe_validation_error(exc)}"

@@ -142,7 +142,9 @@ def balance(
     epsilon: Annotated[float, typer.Option(
         help="epsilon each node spends on this balance (2/3 on flows, 1/3 on stocks)")] = 1.0,
     unit_bound: Annotated[float | None, typer.Option(
-        help="tonnes per site-year bound (default: per-commodity table)")] = None,
+        help="tonnes one site may contribute to the year's flows (default: table)")] = None,
+    stock_bound: Annotated[float | None, typer.Option(
+        help="tonnes one site's closing stock may contribute (default: table)")] = None,
     output: Annotated[Path | None, typer.Option(help="also write the balance as JSON here")] = None,
     home: Home = Path("dpn-coordinator"), url: Url = None, token: Token = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
@@ -157,7 +159,8 @@ def balance(
 
     with reported_errors():
         request = BalanceRequest(commodity=parse_code(Commodity, commodity, field="commodity"),
-                                 period=period, epsilon=epsilon, unit_sum_bound=unit_bound)
+                                 period=period, epsilon=epsilon, unit_sum_bound=unit_bound,
+                                 stock_unit_bound=stock_bound)
         with _client(home, url, token) as client:
             result = client.balance(request)
     text = result.model_dump_json(indent=2)

@@ -37,13 +37,16 @@ def balance_tables(balance: Balance) -> list[Table]:
                   f"(tonnes contained; ± = 95% DP noise interval)",
             title_justify="left",
         )
+        rows = [row for row in balance.rows if row.stage == stage]
+        columns = [(title, attr) for title, attr in _COLUMNS
+                   if any(getattr(row, attr).status is not CellStatus.NOT_COVERED
+                          for row in rows)]
         table.add_column("Country")
-        for title, _ in _COLUMNS:
+        for title, _ in columns:
             table.add_column(title, justify="right")
-        for row in balance.rows:
-            if row.stage == stage:
-                table.add_row(row.country,
-                              *(format_figure(getattr(row, attr)) for _, attr in _COLUMNS))
+        for row in rows:
+            table.add_row(row.country,
+                          *(format_figure(getattr(row, attr)) for _, attr in columns))
         tables.append(table)
     return tables
 

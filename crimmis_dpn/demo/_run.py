@@ -39,7 +39,13 @@ from protocols import API_VERSION, Commodity
 __all__ = ["DemoError", "DemoResult", "run_demo"]
 
 _MARKER = ".dpn-demo"
-_COMMODITIES = (Commodity.COBALT, Commodity.LITHIUM)
+#: The demo pool's public design (docs/sample-data.md): a site moves at most about 10,000 t
+#: (cobalt) or 12,000 t (lithium) a year through the flows of the balance and keeps at most
+#: about 1,200 t in stock. Bounds come from such public knowledge, never from the data.
+_BOUNDS = {
+    Commodity.COBALT: (10_000.0, 1_200.0),
+    Commodity.LITHIUM: (12_000.0, 1_200.0),
+}
 
 
 class DemoError(Exception):
@@ -133,9 +139,10 @@ def _pool(url: str, token: str, nodes: dict[str, tuple[NodeContext, int]], year:
             ))
         console.print(f"[bold]4.[/bold] {len(nodes)} nodes enrolled (key fingerprints "
                       "checked); pooling balances")
-        for commodity in _COMMODITIES:
+        for commodity, (flow_bound, stock_bound) in _BOUNDS.items():
             balances.append(client.balance(BalanceRequest(
                 commodity=commodity, period=str(year), epsilon=epsilon,
+                unit_sum_bound=flow_bound, stock_unit_bound=stock_bound,
                 purpose="dpn demo: pooled commodity balance",
             )))
 

@@ -50,6 +50,7 @@ def test_balance_queries_split_the_epsilon_and_cover_the_previous_year() -> None
     assert flows.epsilon == 2.0 and stocks.epsilon == 1.0
     assert flows.periods == ["2024"] and stocks.periods == ["2023", "2024"]
     assert flows.bounds.unit_sum_bound == 12_000.0
+    assert stocks.bounds.unit_sum_bound == 1_500.0  # stocks: a few months of output
     with pytest.raises(ValueError, match="calendar year"):
         balance_queries(BalanceRequest(commodity="cobalt", period="2024-Q1"))
 

@@ -63,7 +63,7 @@ def test_a_world_readable_key_file_is_refused(tmp_path: Path) -> None:
     key = tmp_path / "n" / "node_key.pem"
     assert oct(key.stat().st_mode & 0o777) == "0o600"
     os.chmod(key, 0o644)
-    with pytest.raises(node.NodeConfigError, match="readable by other users.*chmod 600"):
+    with pytest.raises(node.NodeConfigError, match=r"readable by other users.*chmod 600"):
         node.open_node(tmp_path / "n")
 
 
