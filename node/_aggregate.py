@@ -105,30 +105,37 @@ class ComputedRelease:
     epsilon: float
 
 
-def _in_scope(records: pl.DataFrame, query: AggregateQuery) -> pl.DataFrame:
+_UNIT = ["contribution_unit", "year"]  # a unit-year
+_COVERAGE_COLUMNS = ["commodity", "stage", "flow", "country"]
+
+
+def _in_scope(records: pl.DataFrame, query: AggregateQuery) -> pl.LazyFrame:
     """Records the query covers, each tagged with the one query period containing it."""
-    frame = records.filter(
-        pl.col("commodity").is_in([str(c) for c in query.commodities])
-        & pl.col("flow").is_in([str(f) for f in query.flows])
-    )
+    conditions = [
+        pl.col("commodity").is_in([str(c) for c in query.commodities]),
+        pl.col("flow").is_in([str(f) for f in query.flows]),
+    ]
     if query.stages is not None:
-        frame = frame.filter(pl.col("stage").is_in([str(s) for s in query.stages]))
+        conditions.append(pl.col("stage").is_in([str(s) for s in query.stages]))
     if query.countries is not None:
-        frame = frame.filter(pl.col("country").is_in(list(query.countries)))
+        conditions.append(pl.col("country").is_in(list(query.countries)))
     if query.partner_countries is not None:
-        frame = frame.filter(pl.col("partner_country").is_in(list(query.partner_countries)))
+        conditions.append(pl.col("partner_country").is_in(list(query.partner_countries)))
     period_expr: pl.Expr = pl.lit(None, dtype=pl.String)
     for text in reversed(query.periods):
         lo, hi = parse_period(text).month_index
         inside = (pl.col("first_month") >= lo) & (pl.col("last_month") <= hi)
         period_expr = pl.when(inside).then(pl.lit(text)).otherwise(period_expr)
-    return frame.with_columns(query_period=period_expr).filter(
-        pl.col("query_period").is_not_null()
+    return (
+        records.lazy()
+        .filter(pl.all_horizontal(conditions))
+        .with_columns(query_period=period_expr)
+        .filter(pl.col("query_period").is_not_null())
     )
 
 
-def _in_coverage(frame: pl.DataFrame, coverage: Sequence[CoverageEntry]) -> pl.DataFrame:
-    """Keep only records inside the node's declared coverage."""
+def _coverage_table(coverage: Sequence[CoverageEntry]) -> pl.LazyFrame:
+    """Every declared (commodity, stage, flow, country) combination."""
     rows = [
         (str(e.commodity), str(stage), str(flow), country)
         for e in coverage
@@ -136,37 +143,53 @@ def _in_coverage(frame: pl.DataFrame, coverage: Sequence[CoverageEntry]) -> pl.D
         for flow in e.flows
         for country in e.countries
     ]
-    allowed = pl.DataFrame(
-        rows, schema={name: pl.String for name in ("commodity", "stage", "flow", "country")},
-        orient="row",
+    return pl.LazyFrame(
+        rows, schema={name: pl.String for name in _COVERAGE_COLUMNS}, orient="row"
     ).unique()
-    return frame.join(allowed, on=["commodity", "stage", "flow", "country"], how="semi")
 
 
-def _latest_stock_only(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
-    """For stock levels keep, per unit-year and cell, only the latest reported level."""
-    is_stock = pl.col("flow") == str(Flow.STOCK_LEVEL)
-    latest = pl.col("last_month").max().over(["unit_year", *keys])
-    return frame.filter(~is_stock | (pl.col("last_month") == latest))
+def _in_coverage(frame: pl.LazyFrame, coverage: Sequence[CoverageEntry]) -> pl.LazyFrame:
+    """Keep only rows inside the node's declared coverage (rows need its four columns)."""
+    return frame.join(_coverage_table(coverage), on=_COVERAGE_COLUMNS, how="semi")
 
 
-def _bounded_sums(frame: pl.DataFrame, query: AggregateQuery, keys: list[str]) -> pl.DataFrame:
-    """Per-cell sums (fixed point) after per-record clipping and per-unit L1 scaling."""
+def _latest_stock_only(stock: pl.LazyFrame, keys: list[str]) -> pl.LazyFrame:
+    """Of stock-level records keep, per unit-year and cell, only the latest reported level."""
+    latest = pl.col("last_month").max().over([*_UNIT, *keys])
+    return stock.filter(pl.col("last_month") == latest)
+
+
+def _bounded_sums(scoped: pl.LazyFrame, query: AggregateQuery, keys: list[str],
+                  coverage: Sequence[CoverageEntry]) -> pl.DataFrame:
+    """Per-cell sums (fixed point) after per-record clipping and per-unit L1 scaling.
+
+    Records are clipped and encoded one by one, then summed per unit-year and per the
+    coverage columns and cell keys; coverage is applied to those (far fewer) partial sums,
+    which is the same as applying it to every record since it depends only on grouped
+    columns. Stock levels keep each unit-year's latest level per cell first.
+    """
     bounds = query.bounds
     column = "price_usd_t" if query.measure is Measure.PRICE else "quantity_t"
     clip_fp = round(bounds.record_clip * FIXED_POINT_SCALE)
     bound_fp = round(bounds.unit_sum_bound * FIXED_POINT_SCALE)
+    valued = scoped.filter(pl.col(column).is_not_null()).with_columns(
+        value=(pl.col(column).clip(0.0, bounds.record_clip) * FIXED_POINT_SCALE)
+        .round()
+        .cast(pl.Int64)
+        .clip(0, clip_fp)
+    )
+    if Flow.STOCK_LEVEL in query.flows:
+        is_stock = pl.col("flow") == str(Flow.STOCK_LEVEL)
+        stock = _latest_stock_only(_in_coverage(valued.filter(is_stock), coverage), keys)
+        valued = pl.concat([valued.filter(~is_stock), stock], how="diagonal_relaxed")
+    partial_keys = list(dict.fromkeys([*_UNIT, *_COVERAGE_COLUMNS, *keys]))
+    partial = _in_coverage(
+        valued.group_by(partial_keys).agg(pl.col("value").sum()), coverage
+    )
     per_unit = (
-        frame.filter(pl.col(column).is_not_null())
-        .with_columns(
-            value=(pl.col(column).clip(0.0, bounds.record_clip) * FIXED_POINT_SCALE)
-            .round()
-            .cast(pl.Int64)
-            .clip(0, clip_fp)
-        )
-        .group_by(["unit_year", *keys])
+        partial.group_by([*_UNIT, *keys])
         .agg(pl.col("value").sum())
-        .with_columns(total=pl.col("value").sum().over("unit_year"))
+        .with_columns(total=pl.col("value").sum().over(_UNIT))
     )
     scaled = per_unit.with_columns(
         value=pl.when(pl.col("total") > bound_fp)
@@ -176,27 +199,31 @@ def _bounded_sums(frame: pl.DataFrame, query: AggregateQuery, keys: list[str]) -
     )
     # Floating-point rounding may leave a scaled unit a few units over the bound: take the
     # excess off its largest cell so the L1 bound holds exactly.
-    scaled = scaled.with_columns(
-        excess=(pl.col("value").sum().over("unit_year") - bound_fp).clip(lower_bound=0),
-        is_largest=pl.col("value").rank("ordinal", descending=True).over("unit_year") == 1,
+    bounded = scaled.with_columns(
+        excess=(pl.col("value").sum().over(_UNIT) - bound_fp).clip(lower_bound=0),
+        is_largest=pl.col("value").rank("ordinal", descending=True).over(_UNIT) == 1,
     ).with_columns(
         value=pl.when(pl.col("is_largest"))
         .then(pl.col("value") - pl.col("excess"))
         .otherwise(pl.col("value"))
-    )
-    worst = scaled.group_by("unit_year").agg(pl.col("value").sum())["value"].max()
+    ).collect()
+    worst = bounded.group_by(_UNIT).agg(pl.col("value").sum())["value"].max()
     if isinstance(worst, int) and worst > bound_fp:  # pragma: no cover - invariant
         raise AssertionError("contribution bound violated; refusing to release")
-    return scaled.group_by(keys).agg(pl.col("value").sum().alias("sum"))
+    return bounded.group_by(keys).agg(pl.col("value").sum().alias("sum"))
 
 
-def _bounded_counts(frame: pl.DataFrame, query: AggregateQuery, keys: list[str]) -> pl.DataFrame:
+def _bounded_counts(scoped: pl.LazyFrame, query: AggregateQuery, keys: list[str],
+                    coverage: Sequence[CoverageEntry]) -> pl.DataFrame:
     """Per-cell record counts, each unit-year counting at most ``unit_record_bound`` records."""
     limit = query.bounds.unit_record_bound
-    kept = frame.filter(
-        pl.col("record_id").rank("ordinal").over("unit_year") <= limit
-    )
-    return kept.group_by(keys).agg(pl.len().cast(pl.Int64).alias("count"))
+    records = _in_coverage(scoped, coverage)
+    if Flow.STOCK_LEVEL in query.flows:
+        is_stock = pl.col("flow") == str(Flow.STOCK_LEVEL)
+        records = pl.concat([records.filter(~is_stock),
+                             _latest_stock_only(records.filter(is_stock), keys)])
+    kept = records.filter(pl.col("record_id").rank("ordinal").over(_UNIT) <= limit)
+    return kept.group_by(keys).agg(pl.len().cast(pl.Int64).alias("count")).collect()
 
 
 def _vector(table: pl.DataFrame, keys: list[str], column: str,
@@ -221,15 +248,14 @@ def exact_cell_values(
     """
     keys = [_KEY_COLUMN[d] for d in query.group_by]
     public_keys = query.public_keys()
-    frame = _in_coverage(_in_scope(records, query), coverage).with_columns(
-        unit_year=pl.col("contribution_unit") + pl.lit("|") + pl.col("year").cast(pl.String)
-    )
-    frame = _latest_stock_only(frame, keys)
+    needed = [*RECORD_SCHEMA]
+    scoped = _in_scope(records.select(needed), query)
     sums = counts = None
     if query.kind in (QueryKind.SUM, QueryKind.MEAN):
-        sums = _vector(_bounded_sums(frame, query, keys), keys, "sum", public_keys)
+        sums = _vector(_bounded_sums(scoped, query, keys, coverage), keys, "sum", public_keys)
     if query.kind in (QueryKind.COUNT, QueryKind.MEAN):
-        counts = _vector(_bounded_counts(frame, query, keys), keys, "count", public_keys)
+        counts = _vector(_bounded_counts(scoped, query, keys, coverage), keys, "count",
+                         public_keys)
     return sums, counts
 
 

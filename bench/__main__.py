@@ -1,0 +1,19 @@
+"""``python -m bench``: run the benchmark entries listed below (in this order).
+
+To add an entry, write a module ``bench/<name>.py`` exposing ``BENCHMARK`` (a
+:class:`bench._harness.Benchmark`) and append it to :data:`BENCHMARKS`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from bench import dp_groupby
+from bench._harness import Benchmark, main
+
+BENCHMARKS: list[Benchmark] = [
+    dp_groupby.BENCHMARK,
+]
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:], BENCHMARKS))
