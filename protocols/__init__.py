@@ -7,7 +7,8 @@ Modules (private, re-exported here):
   units (``_units``), the reporting record (``_record``), declared coverage (``_coverage``);
 * wire models of API v1 (``_wire``);
 * DP mechanisms and error bars (``_dp``);
-* Ed25519 signatures over canonical JSON (``_signing``);
+* Ed25519 signatures over canonical JSON (``_signing``), signed envelopes and the pull
+  protocol's stages (``_envelope``) and job bodies (``_jobs``);
 * the exception hierarchy (``_errors``).
 """
 
@@ -34,6 +35,20 @@ from protocols._dp import (
     laplace_std,
     to_fixed_point,
 )
+from protocols._envelope import (
+    COORDINATOR_ID,
+    DEFAULT_MAX_AGE,
+    Envelope,
+    EnvelopeError,
+    ExpiredEnvelopeError,
+    ForgedEnvelopeError,
+    MessageKind,
+    MisaddressedEnvelopeError,
+    ReplayedEnvelopeError,
+    SignedEnvelope,
+    open_envelope,
+    seal_envelope,
+)
 from protocols._errors import (
     InvalidPeriodError,
     PrivacyParameterError,
@@ -43,6 +58,19 @@ from protocols._errors import (
     UnitConversionError,
     UnknownCodeError,
     describe_validation_error,
+)
+from protocols._jobs import (
+    FINAL_JOB_STATES,
+    DataTier,
+    EnrolBody,
+    EnrolledBody,
+    JobSpec,
+    JobState,
+    PollBody,
+    RefusalBody,
+    ResultBody,
+    RotateKeyBody,
+    StatusBody,
 )
 from protocols._periods import Period, parse_period
 from protocols._record import CountryCode, PeriodText, ReportingRecord
@@ -76,6 +104,9 @@ from protocols._wire import (
 __all__ = [
     "API_VERSION",
     "COMMODITIES",
+    "COORDINATOR_ID",
+    "DEFAULT_MAX_AGE",
+    "FINAL_JOB_STATES",
     "FIXED_POINT_SCALE",
     "MASS_UNITS",
     "MAX_CELLS",
@@ -90,24 +121,42 @@ __all__ = [
     "ContractType",
     "CountryCode",
     "CoverageEntry",
+    "DataTier",
     "Dimension",
+    "EnrolBody",
+    "EnrolledBody",
+    "Envelope",
+    "EnvelopeError",
     "ErrorBody",
+    "ExpiredEnvelopeError",
     "Flow",
+    "ForgedEnvelopeError",
     "InvalidPeriodError",
+    "JobSpec",
+    "JobState",
     "LaplaceMechanism",
     "Measure",
+    "MessageKind",
+    "MisaddressedEnvelopeError",
     "NodeAnswer",
     "NodeInfo",
     "Period",
     "PeriodText",
+    "PollBody",
     "PrivacyParameterError",
     "ProtocolError",
     "QueryKind",
+    "RefusalBody",
+    "ReplayedEnvelopeError",
     "ReportingRecord",
+    "ResultBody",
+    "RotateKeyBody",
     "SignatureError",
     "SignedAnswer",
+    "SignedEnvelope",
     "Stage",
     "StandardError",
+    "StatusBody",
     "UnitConversionError",
     "UnknownCodeError",
     "all_country_codes",
@@ -126,11 +175,13 @@ __all__ = [
     "load_private_key",
     "normalise_price",
     "normalise_quantity",
+    "open_envelope",
     "parse_code",
     "parse_country",
     "parse_period",
     "private_key_pem",
     "public_key_b64",
+    "seal_envelope",
     "sign",
     "to_fixed_point",
     "verify",
