@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import sys
 
-from bench import dp_groupby
+from bench import consistency, dp_groupby
 from bench._harness import Benchmark, main
 
 BENCHMARKS: list[Benchmark] = [
     dp_groupby.BENCHMARK,
+    consistency.BENCHMARK,
 ]
 
 if __name__ == "__main__":

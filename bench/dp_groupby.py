@@ -210,7 +210,8 @@ def release_sums(
 ) -> dict[tuple[str, ...], float]:
     """The DP path end to end (compute_release), as noisy sums by cell key (measure units)."""
     release = compute_release(records, query, coverage)
-    return {tuple(cell.key): float(cell.sum or 0.0) for cell in release.cells}
+    assert release.sums is not None
+    return dict(zip(query.public_keys(), release.sums, strict=True))
 
 
 def _plain_by_key(plain: pl.DataFrame, query: AggregateQuery) -> dict[tuple[str, ...], float]:
@@ -237,7 +238,7 @@ PROFILE_STAGES: tuple[tuple[str, str, str], ...] = (
     ("_dp.py", "laplace_mechanism", "OpenDP: build and certify the mechanism"),
     ("_dp.py", "release", "OpenDP: discrete Laplace sampler"),
 )
-_OTHER = "other: column selection, CellEstimate objects"
+_OTHER = "other: column selection, output lists"
 _TOTAL = "compute_release (total)"
 
 

@@ -1,36 +1,87 @@
-"""The coordinator's HTTP API (``/v1``): thin routes over the registry, queries and balances.
+"""The coordinator's HTTP API (``/v1``): thin routes over plain functions.
 
-Every route but ``/v1/health`` needs the operator's bearer token. No route returns a single
-node's answer: only pooled cells, and per node only its status and epsilon.
+Three kinds of callers, with separate credentials:
+
+* **operators** (bearer ``operator_token``): enrolment tokens, revocation, queries, balances;
+* **auditors** (bearer ``auditor_token``): read the node registry and the query history;
+* **nodes** (signed envelopes, no token): enrol, poll for jobs, report status and results.
+
+No route returns records: there are none here. Nodes' individual answers stay in the job
+table; responses carry pooled cells and, per node, only its status and epsilon.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
-from typing import Annotated, Any
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import Engine
+from pydantic import BaseModel, ValidationError
+from sqlmodel import Session, col, select
 
 from coordinator._balance import pooled_balance
+from coordinator._context import CoordinatorContext
+from coordinator._db import QueryRow
+from coordinator._enrolment import (
+    enrol_with_token,
+    issue_enrolment_token,
+    revoke_node,
+    rotate_node_key,
+)
+from coordinator._envelopes import NodeRevokedError, open_from_node, seal_for_node
 from coordinator._errors import EnrolmentError, UnknownQueryError
+from coordinator._jobs import (
+    JobConflictError,
+    due_queries,
+    finalize_query,
+    next_job,
+    record_refusal,
+    record_result,
+    record_status,
+    submit_query,
+)
 from coordinator._models import Balance, BalanceRequest, EnrolRequest, NodeView, PooledResult
-from coordinator._queries import get_result, run_pooled_query
+from coordinator._notify import notifier as job_notifier
+from coordinator._queries import deliver_push_jobs, get_result, wait_for_result
 from coordinator._registry import enrol_node, list_nodes
-from coordinator._settings import CoordinatorSettings
-from protocols import API_VERSION, AggregateQuery, ErrorBody
+from coordinator._requests import QueryRequest, QuerySummary, TokenIssued, TokenRequest
+from protocols import (
+    API_VERSION,
+    EnvelopeError,
+    ErrorBody,
+    ExpiredEnvelopeError,
+    MessageKind,
+    MisaddressedEnvelopeError,
+    PollBody,
+    RefusalBody,
+    ReplayedEnvelopeError,
+    ResultBody,
+    SignedEnvelope,
+    StatusBody,
+    describe_validation_error,
+)
 
 __all__ = ["create_app"]
 
+log = logging.getLogger("coordinator.api")
 _bearer = HTTPBearer(auto_error=False)
 V = f"/{API_VERSION}"
+_FINALIZE_EVERY_SECONDS = 1.0
 
 
 class _Unauthorized(Exception):
     """Raised by the auth dependency; rendered as a 401 :class:`ErrorBody`."""
+
+
+class _Forbidden(Exception):
+    """A valid credential without the right role."""
 
 
 def _error(status: int, code: str, message: str, **detail: Any) -> JSONResponse:
@@ -38,30 +89,86 @@ def _error(status: int, code: str, message: str, **detail: Any) -> JSONResponse:
     return JSONResponse(status_code=status, content=body.model_dump(mode="json"))
 
 
-def create_app(*, settings: CoordinatorSettings, engine: Engine) -> FastAPI:
-    """The coordinator's FastAPI application."""
-    app = FastAPI(title="crimmis-dpn coordinator", version=API_VERSION,
-                  description="Pools nodes' differentially private answers.")
-    token = settings.operator_token.get_secret_value().encode("utf-8")
+def _envelope_code(exc: EnvelopeError) -> str:
+    if isinstance(exc, NodeRevokedError):
+        return "node_revoked"
+    if isinstance(exc, ExpiredEnvelopeError):
+        return "envelope_expired"
+    if isinstance(exc, ReplayedEnvelopeError):
+        return "envelope_replayed"
+    if isinstance(exc, MisaddressedEnvelopeError):
+        return "envelope_misaddressed"
+    return "envelope_forged"
 
-    def require_operator(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> None:
-        given = credentials.credentials.encode("utf-8") if credentials else b""
-        if not hmac.compare_digest(given, token):
+
+async def _finalize_loop(context: CoordinatorContext) -> None:
+    """Complete or fail queries whose deadline passed (also those left by a restart)."""
+    while True:
+        try:
+            for query_id in due_queries(engine=context.engine):
+                finalize_query(engine=context.engine, query_id=query_id)
+        except Exception:  # keep the loop alive; the error is logged
+            log.exception("finalizing due queries failed")
+        await asyncio.sleep(_FINALIZE_EVERY_SECONDS)
+
+
+def create_app(context: CoordinatorContext) -> FastAPI:
+    """The coordinator's FastAPI application."""
+    settings, engine = context.settings, context.engine
+    notifier = job_notifier()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_finalize_loop(context))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app = FastAPI(title="crimmis-dpn coordinator", version=API_VERSION, lifespan=lifespan,
+                  description="Pools nodes' differentially private answers.")
+    tokens = {
+        "operator": settings.operator_token.get_secret_value().encode("utf-8"),
+        "auditor": settings.auditor_token.get_secret_value().encode("utf-8"),
+    }
+
+    def role(*allowed: str) -> Callable[..., str]:
+        def check(credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                         Depends(_bearer)]) -> str:
+            given = credentials.credentials.encode("utf-8") if credentials else b""
+            for name, token in tokens.items():
+                if hmac.compare_digest(given, token):
+                    if name not in allowed:
+                        raise _Forbidden(f"the {name} credential cannot do this")
+                    return name
             raise _Unauthorized()
+        return check
 
     @app.exception_handler(_Unauthorized)
     async def _unauthorized(_: Request, __: _Unauthorized) -> JSONResponse:
-        return _error(401, "unauthorized", "missing or wrong operator bearer token")
+        return _error(401, "unauthorized", "missing or wrong bearer token")
+
+    @app.exception_handler(_Forbidden)
+    async def _forbidden(_: Request, exc: _Forbidden) -> JSONResponse:
+        return _error(403, "forbidden", str(exc))
+
+    @app.exception_handler(EnvelopeError)
+    async def _envelope(_: Request, exc: EnvelopeError) -> JSONResponse:
+        return _error(401, _envelope_code(exc), str(exc))
 
     @app.exception_handler(EnrolmentError)
     async def _enrolment(_: Request, exc: EnrolmentError) -> JSONResponse:
-        return _error(502, "enrolment_failed", str(exc))
+        return _error(400, "enrolment_failed", str(exc))
 
     @app.exception_handler(UnknownQueryError)
     async def _unknown(_: Request, exc: UnknownQueryError) -> JSONResponse:
         return _error(404, "unknown_query", str(exc))
+
+    @app.exception_handler(JobConflictError)
+    async def _conflict(_: Request, exc: JobConflictError) -> JSONResponse:
+        return _error(409, "job_conflict", str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -72,32 +179,145 @@ def create_app(*, settings: CoordinatorSettings, engine: Engine) -> FastAPI:
         return _error(422, "invalid_request", "the request does not match the schema",
                       problems=problems)
 
-    operator = [Depends(require_operator)]
+    operator = Depends(role("operator"))
+    reader = Depends(role("operator", "auditor"))
+
+    # --- public -------------------------------------------------------------------------
 
     @app.get(f"{V}/health")
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.post(f"{V}/nodes", dependencies=operator)
-    def enrol(request: EnrolRequest) -> NodeView:
+    @app.get(f"{V}/info")
+    def info() -> dict[str, str]:
+        return {"public_key": context.public_key, "key_id": context.key_id,
+                "api_version": API_VERSION}
+
+    # --- operators ----------------------------------------------------------------------
+
+    @app.post(f"{V}/enrolment-tokens", dependencies=[operator])
+    def new_token(request: TokenRequest) -> TokenIssued:
+        token, expires = issue_enrolment_token(context=context, node_id=request.node_id,
+                                               valid_hours=request.valid_hours)
+        return TokenIssued(token=token, node_id=request.node_id, expires_at=expires)
+
+    @app.post(f"{V}/nodes", dependencies=[operator])
+    def enrol_push(request: EnrolRequest) -> NodeView:
+        if not settings.allow_push:
+            raise _Forbidden("push mode is disabled (development only: allow_push = true); "
+                             "nodes enrol themselves with an enrolment token")
         return enrol_node(engine=engine, request=request)
 
-    @app.get(f"{V}/nodes", dependencies=operator)
+    @app.post(f"{V}/nodes/{{node_id}}/revoke", dependencies=[operator])
+    def revoke(node_id: str) -> dict[str, str]:
+        revoke_node(context=context, node_id=node_id)
+        return {"node_id": node_id, "status": "revoked"}
+
+    @app.post(f"{V}/queries", dependencies=[operator])
+    async def query(request: QueryRequest) -> PooledResult:
+        deadline = request.deadline_seconds or settings.default_deadline_seconds
+        submitted = submit_query(engine=engine, query=request.query, quorum=request.quorum,
+                                 deadline_seconds=deadline, tier=request.tier)
+        if submitted.status in ("completed", "failed"):
+            return submitted
+        await deliver_push_jobs(engine=engine, query_id=request.query.query_id,
+                                timeout=min(deadline, settings.node_timeout_seconds))
+        return await wait_for_result(engine=engine, query_id=request.query.query_id,
+                                     timeout=request.wait_seconds)
+
+    @app.post(f"{V}/balances", dependencies=[operator])
+    async def balance(request: BalanceRequest) -> Balance:
+        return await pooled_balance(engine=engine, request=request,
+                                    timeout=settings.default_deadline_seconds)
+
+    # --- operators and auditors -----------------------------------------------------------
+
+    @app.get(f"{V}/nodes", dependencies=[reader])
     def nodes() -> list[NodeView]:
         return list_nodes(engine=engine)
 
-    @app.post(f"{V}/queries", dependencies=operator)
-    async def query(query: AggregateQuery) -> PooledResult:
-        return await run_pooled_query(engine=engine, query=query,
-                                      timeout=settings.node_timeout_seconds)
+    @app.get(f"{V}/queries", dependencies=[reader])
+    def history(limit: int = 100) -> list[QuerySummary]:
+        with Session(engine) as session:
+            rows = session.exec(select(QueryRow).order_by(col(QueryRow.created_at).desc())
+                                .limit(min(max(limit, 1), 1000))).all()
+            return [QuerySummary.model_validate(r, from_attributes=True) for r in rows]
 
-    @app.get(f"{V}/queries/{{query_id}}", dependencies=operator)
-    def result(query_id: str) -> PooledResult:
+    @app.get(f"{V}/queries/{{query_id}}", dependencies=[reader])
+    async def result(query_id: str, wait_seconds: float = 0.0) -> PooledResult:
+        if wait_seconds > 0:
+            return await wait_for_result(engine=engine, query_id=query_id,
+                                         timeout=min(wait_seconds, 600.0))
         return get_result(engine=engine, query_id=query_id)
 
-    @app.post(f"{V}/balances", dependencies=operator)
-    async def balance(request: BalanceRequest) -> Balance:
-        return await pooled_balance(engine=engine, request=request,
-                                    timeout=settings.node_timeout_seconds)
+    # --- nodes (signed envelopes) -----------------------------------------------------------
+
+    @app.post(f"{V}/enrol")
+    def enrol(signed: SignedEnvelope) -> SignedEnvelope:
+        enrolled = enrol_with_token(context=context, signed=signed)
+        return seal_for_node(context, enrolled.node_id, MessageKind.ENROLLED,
+                             enrolled.model_dump(mode="json"))
+
+    @app.post(f"{V}/jobs/poll", response_model=None)
+    async def poll(signed: SignedEnvelope) -> SignedEnvelope | Response:
+        node, envelope = open_from_node(context, signed, {MessageKind.POLL})
+        body = _body(PollBody, envelope.body)
+        job = await notifier.wait_for_job(
+            lambda: next_job(engine=engine, node_id=node.node_id),
+            node_id=node.node_id, wait_seconds=body.wait_seconds)
+        if job is None:
+            return Response(status_code=204)
+        return seal_for_node(context, node.node_id, MessageKind.JOB, job.model_dump(mode="json"))
+
+    @app.post(f"{V}/jobs/status")
+    def status(signed: SignedEnvelope) -> SignedEnvelope:
+        node, envelope = open_from_node(context, signed, {MessageKind.STATUS})
+        body = _body(StatusBody, envelope.body)
+        record_status(engine=engine, node_id=node.node_id, job_id=body.job_id,
+                      state=body.state, message=body.message)
+        return seal_for_node(context, node.node_id, MessageKind.ACK, {"job_id": body.job_id})
+
+    @app.post(f"{V}/jobs/result")
+    def result_of_job(signed: SignedEnvelope) -> SignedEnvelope:
+        node, envelope = open_from_node(context, signed, {MessageKind.RESULT})
+        body = _body(ResultBody, envelope.body)
+        try:
+            fresh = record_result(engine=engine, node_id=node.node_id,
+                                  public_key=node.public_key, job_id=body.job_id,
+                                  answer=body.answer)
+        except ValueError as exc:
+            log.warning("rejected answer of %r to job %s: %s", node.node_id, body.job_id, exc)
+            record_refusal(engine=engine, node_id=node.node_id, job_id=body.job_id,
+                           reason="invalid", message=f"answer rejected: {exc}")
+            raise JobConflictError(f"answer rejected: {exc}") from exc
+        return seal_for_node(context, node.node_id, MessageKind.ACK,
+                             {"job_id": body.job_id, "duplicate": not fresh})
+
+    @app.post(f"{V}/jobs/refusal")
+    def refusal(signed: SignedEnvelope) -> SignedEnvelope:
+        node, envelope = open_from_node(context, signed, {MessageKind.REFUSAL})
+        body = _body(RefusalBody, envelope.body)
+        fresh = record_refusal(engine=engine, node_id=node.node_id, job_id=body.job_id,
+                               reason=body.reason, message=body.message)
+        return seal_for_node(context, node.node_id, MessageKind.ACK,
+                             {"job_id": body.job_id, "duplicate": not fresh})
+
+    @app.post(f"{V}/keys/rotate")
+    def rotate(signed: SignedEnvelope) -> SignedEnvelope:
+        new_key_id = rotate_node_key(context=context, signed=signed)
+        return seal_for_node(context, signed.envelope.sender, MessageKind.ACK,
+                             {"key_id": new_key_id})
 
     return app
+
+
+_Body = TypeVar("_Body", bound=BaseModel)
+
+
+def _body(model: type[_Body], body: dict[str, Any]) -> _Body:
+    """Validate an envelope body; a malformed one is refused like a misaddressed envelope."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise MisaddressedEnvelopeError(
+            f"malformed {model.__name__}: {describe_validation_error(exc)}") from exc

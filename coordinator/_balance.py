@@ -109,7 +109,8 @@ def balance_queries(request: BalanceRequest) -> tuple[AggregateQuery, AggregateQ
 def _figure(cell: PooledCell | None) -> BalanceFigure:
     if cell is None:
         return BalanceFigure(status=CellStatus.NOT_COVERED)
-    return BalanceFigure(status=cell.status, value=cell.value, std=cell.std, ci95=cell.ci95)
+    return BalanceFigure(status=cell.status, value=cell.value, std=cell.std, ci95=cell.ci95,
+                         noise_scales=list(cell.noise_scales))
 
 
 def _combine(terms: list[tuple[float, PooledCell | None]]) -> BalanceFigure:
@@ -120,8 +121,10 @@ def _combine(terms: list[tuple[float, PooledCell | None]]) -> BalanceFigure:
     if any(c.status is CellStatus.SUPPRESSED for _, c in present):
         return BalanceFigure(status=CellStatus.SUPPRESSED)
     value = sum(s * (c.value or 0.0) for s, c in present)
-    std, ci95 = sum_error_bar([b for _, c in present for b in c.noise_scales])
-    return BalanceFigure(status=CellStatus.PUBLISHED, value=value, std=std, ci95=ci95)
+    scales = [b for _, c in present for b in c.noise_scales]
+    std, ci95 = sum_error_bar(scales)
+    return BalanceFigure(status=CellStatus.PUBLISHED, value=value, std=std, ci95=ci95,
+                         noise_scales=scales)
 
 
 def _epsilon_by_node(results: list[PooledResult]) -> dict[str, dict[str, float]]:

@@ -5,14 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, Engine, Text, event
+from sqlalchemy import Column, Engine, Index, Text, event
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel, create_engine
 
 __all__ = [
-    "AnswerRow",
     "CoordinatorTable",
+    "EnrolmentTokenRow",
+    "JobRow",
     "NodeRow",
+    "NonceRow",
     "QueryRow",
     "create_schema",
     "make_engine",
@@ -30,28 +32,48 @@ class CoordinatorTable(SQLModel, registry=registry()):
 
 
 class NodeRow(CoordinatorTable, table=True):
-    """An enrolled node."""
+    """An enrolled node. Pull nodes have no URL: the coordinator never connects to them."""
 
     __tablename__ = "nodes"
 
     node_id: str = Field(primary_key=True, max_length=63)
     display_name: str
-    url: str
     public_key: str
     key_id: str = Field(max_length=16)
-    access_token: str  # the node's bearer token; protect the database accordingly
+    transport: str = "pull"  # pull | push (push: development only)
+    url: str | None = None  # push only
+    access_token: str | None = None  # push only: the node's bearer token
     active: bool = True
     enrolled_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+    last_seen_at: datetime | None = None
+
+
+class EnrolmentTokenRow(CoordinatorTable, table=True):
+    """A one-time enrolment token (only its SHA-256 is stored)."""
+
+    __tablename__ = "enrolment_tokens"
+
+    token_sha256: str = Field(primary_key=True, max_length=64)
+    node_id: str | None = Field(default=None, max_length=63)  # if bound to one node id
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    used_at: datetime | None = None
+    used_by: str | None = None
 
 
 class QueryRow(CoordinatorTable, table=True):
-    """A pooled query and its pooled result."""
+    """A pooled query, its quorum and deadline, and (once finished) its pooled result."""
 
     __tablename__ = "queries"
 
     query_id: str = Field(primary_key=True, max_length=32)
     purpose: str
-    status: str  # running | completed | failed
+    requester: str = "operator"
+    tier: str = "standardised"
+    status: str  # queued | running | completed | failed
+    quorum: int = 1
+    deadline: datetime
     query_json: str = Field(sa_column=Column(Text, nullable=False))
     result_json: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     error: str | None = None
@@ -59,17 +81,31 @@ class QueryRow(CoordinatorTable, table=True):
     finished_at: datetime | None = None
 
 
-class AnswerRow(CoordinatorTable, table=True):
-    """What one node answered to one query (the signed answer, or why there is none)."""
+class JobRow(CoordinatorTable, table=True):
+    """One node's part of a query: its state and, once answered, the signed answer."""
 
-    __tablename__ = "answers"
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_node_state", "node_id", "state"),)
 
-    query_id: str = Field(primary_key=True, foreign_key="queries.query_id", max_length=32)
-    node_id: str = Field(primary_key=True, max_length=63)
-    status: str
+    job_id: str = Field(primary_key=True, max_length=32)
+    query_id: str = Field(foreign_key="queries.query_id", index=True, max_length=32)
+    node_id: str = Field(max_length=63)
+    state: str  # protocols.JobState
     message: str | None = None
+    refusal_reason: str | None = None
     signed_answer_json: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
-    received_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class NonceRow(CoordinatorTable, table=True):
+    """Nonces of accepted envelopes, kept for the replay window."""
+
+    __tablename__ = "nonces"
+
+    sender: str = Field(primary_key=True, max_length=63)
+    nonce: str = Field(primary_key=True, max_length=32)
+    stamped_at: datetime
 
 
 def make_engine(url: str) -> Engine:

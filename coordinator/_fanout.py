@@ -1,4 +1,4 @@
-"""Sending a query to every enrolled node at once and verifying what comes back."""
+"""Push mode (development): sending a query to nodes by URL and verifying the answers."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import httpx
 from pydantic import ValidationError
 
 from coordinator._models import NodeOutcome, NodeStatus
-from protocols import API_VERSION, AggregateQuery, ErrorBody, SignatureError, SignedAnswer, verify
+from coordinator._verify import check_answer
+from protocols import API_VERSION, AggregateQuery, ErrorBody, SignedAnswer
 
 __all__ = ["NodeAddress", "fan_out"]
 
@@ -23,23 +24,6 @@ class NodeAddress:
     url: str
     access_token: str
     public_key: str
-
-
-def _check_answer(node: NodeAddress, query: AggregateQuery, signed: SignedAnswer) -> None:
-    """Raise ``ValueError`` unless ``signed`` is ``node``'s verified answer to ``query``."""
-    try:
-        verify(node.public_key, signed.answer.model_dump(mode="json"), signed.signature)
-    except SignatureError as exc:
-        raise ValueError(f"signature check failed: {exc}") from exc
-    answer = signed.answer
-    if answer.node_id != node.node_id or answer.query_id != query.query_id:
-        raise ValueError("answer is for another node or another query")
-    if answer.kind is not query.kind or answer.group_by != query.group_by:
-        raise ValueError("answer does not match the query's kind or grouping")
-    if [tuple(c.key) for c in answer.cells] != query.public_keys():
-        raise ValueError("answer cells do not match the query's public keys")
-    if abs(answer.epsilon - query.epsilon) > 1e-12:
-        raise ValueError("answer states a different epsilon than the query")
 
 
 async def _ask(client: httpx.AsyncClient, node: NodeAddress, query: AggregateQuery,
@@ -72,7 +56,8 @@ async def _ask(client: httpx.AsyncClient, node: NodeAddress, query: AggregateQue
                                    f"{response.text[:300]}")
     try:
         signed = SignedAnswer.model_validate_json(response.content)
-        _check_answer(node, query, signed)
+        check_answer(node_id=node.node_id, public_key=node.public_key, query=query,
+                     signed=signed)
     except (ValidationError, ValueError) as exc:
         return NodeOutcome(node_id=node.node_id, status=NodeStatus.INVALID,
                            message=f"answer from {url} rejected: {exc}")

@@ -40,10 +40,12 @@ class NodeView(BaseModel):
 
     node_id: str
     display_name: str
-    url: str
+    transport: str = "pull"
+    url: str | None = None
     key_id: str
     active: bool
     enrolled_at: datetime
+    last_seen_at: datetime | None = None
 
 
 class NodeStatus(StrEnum):
@@ -52,8 +54,10 @@ class NodeStatus(StrEnum):
     ANSWERED = "answered"
     REFUSED = "refused"  # the node's policy refused the query
     BUDGET_EXCEEDED = "budget_exceeded"
-    UNREACHABLE = "unreachable"
+    UNREACHABLE = "unreachable"  # push mode: the node could not be reached
     INVALID = "invalid"  # answered, but the answer failed verification
+    EXPIRED = "expired"  # pull mode: no answer by the query's deadline
+    PENDING = "pending"  # the query is still running: no answer yet
 
 
 class NodeOutcome(BaseModel):
@@ -91,11 +95,14 @@ class PooledResult(BaseModel):
     """The pooled answer to a query: cells, and which nodes contributed."""
 
     query: AggregateQuery
-    status: str
+    status: str = Field(description="queued | running | completed | failed")
     cells: list[PooledCell]
     nodes: list[NodeOutcome]
     created_at: datetime
     finished_at: datetime | None = None
+    quorum: int = Field(default=1, description="answers needed for the query to complete")
+    deadline: datetime | None = None
+    error: str | None = Field(default=None, description="why the query failed")
 
     @property
     def answered(self) -> list[str]:
@@ -130,6 +137,10 @@ class BalanceFigure(BaseModel):
     value: float | None = None
     std: float | None = None
     ci95: float | None = None
+    noise_scales: list[float] = Field(
+        default_factory=list,
+        description="Laplace scales of the noise terms (public); used to propagate error bars",
+    )
 
 
 class BalanceRow(BaseModel):

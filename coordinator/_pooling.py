@@ -50,24 +50,21 @@ def pool_answers(query: AggregateQuery, answers: Sequence[NodeAnswer]) -> list[P
         if len(contributors) < query.min_contributors:
             cells.append(PooledCell(key=list(key), status=CellStatus.SUPPRESSED))
             continue
-        figures = [a.cells[index] for a in contributors]
+        sums = [a.sums[index] if a.sums is not None else 0.0 for a in contributors]
+        counts = [a.counts[index] if a.counts is not None else 0.0 for a in contributors]
         if query.kind is QueryKind.MEAN:
             sum_scales = [a.sum_scale or 0.0 for a in contributors]
             count_scales = [a.count_scale or 0.0 for a in contributors]
-            mean, std = _pooled_mean([f.sum or 0.0 for f in figures],
-                                     [f.count or 0.0 for f in figures],
-                                     sum_scales, count_scales)
+            mean, std = _pooled_mean(sums, counts, sum_scales, count_scales)
             cells.append(PooledCell(
                 key=list(key), status=CellStatus.PUBLISHED, value=mean, std=std,
                 ci95=None if std is None else 1.96 * std,
             ))
             continue
         if query.kind is QueryKind.SUM:
-            values = [f.sum or 0.0 for f in figures]
-            scales = [a.sum_scale or 0.0 for a in contributors]
+            values, scales = sums, [a.sum_scale or 0.0 for a in contributors]
         else:
-            values = [f.count or 0.0 for f in figures]
-            scales = [a.count_scale or 0.0 for a in contributors]
+            values, scales = counts, [a.count_scale or 0.0 for a in contributors]
         std, ci95 = sum_error_bar(scales)
         cells.append(PooledCell(key=list(key), status=CellStatus.PUBLISHED, value=sum(values),
                                 std=std, ci95=ci95, noise_scales=scales))

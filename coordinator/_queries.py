@@ -1,80 +1,83 @@
-"""Running a pooled query: persist it, fan out, keep every node's answer, pool, persist."""
+"""Running a pooled query: queue it, push to push-mode nodes, wait for the outcome.
+
+Pull-mode nodes fetch their jobs themselves (``/v1/jobs/poll``); push-mode nodes
+(development) are sent theirs over HTTP here. Either way the outcome lands in the job table
+and :func:`coordinator._jobs.finalize_query` pools it.
+"""
 
 from __future__ import annotations
 
-import json
+import asyncio
+import time
 
 from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
-from coordinator._db import AnswerRow, QueryRow, utcnow
-from coordinator._errors import UnknownQueryError
+from coordinator._db import NodeRow
 from coordinator._fanout import fan_out
+from coordinator._jobs import (
+    deliver_jobs,
+    finalize_query,
+    query_result,
+    record_refusal,
+    record_result,
+    submit_query,
+)
 from coordinator._models import NodeStatus, PooledResult
-from coordinator._pooling import pool_answers
 from coordinator._registry import node_addresses
-from protocols import AggregateQuery, canonical_json
+from protocols import AggregateQuery, DataTier
 
-__all__ = ["get_result", "run_pooled_query"]
+__all__ = ["deliver_push_jobs", "get_result", "run_pooled_query", "wait_for_result"]
 
 
 def get_result(*, engine: Engine, query_id: str) -> PooledResult:
-    """The stored result of a query (raises :class:`UnknownQueryError`)."""
+    """The query's current state (raises :class:`UnknownQueryError`)."""
+    return query_result(engine=engine, query_id=query_id)
+
+
+async def deliver_push_jobs(*, engine: Engine, query_id: str, timeout: float) -> None:
+    """Send the query's queued jobs to push-mode nodes and record their outcomes."""
     with Session(engine) as session:
-        row = session.get(QueryRow, query_id)
-        if row is None or row.result_json is None:
-            raise UnknownQueryError(f"no completed query with id {query_id}")
-        return PooledResult.model_validate_json(row.result_json)
+        push_nodes = set(session.exec(select(NodeRow.node_id).where(
+            NodeRow.transport == "push", col(NodeRow.active))).all())
+    specs = deliver_jobs(engine=engine, query_id=query_id, node_ids=push_nodes)
+    if not specs:
+        return
+    query = next(iter(specs.values())).query
+    addresses = node_addresses(engine=engine, node_ids=list(specs))
+    keys = {a.node_id: a.public_key for a in addresses}
+    for outcome in await fan_out(nodes=addresses, query=query, timeout=timeout):
+        job_id = specs[outcome.node_id].job_id
+        if outcome.status is NodeStatus.ANSWERED and outcome.signed is not None:
+            record_result(engine=engine, node_id=outcome.node_id,
+                          public_key=keys[outcome.node_id], job_id=job_id,
+                          answer=outcome.signed)
+        else:
+            record_refusal(engine=engine, node_id=outcome.node_id, job_id=job_id,
+                           reason=str(outcome.status), message=outcome.message or "")
 
 
-async def run_pooled_query(*, engine: Engine, query: AggregateQuery,
-                           timeout: float) -> PooledResult:
-    """Ask every active node, pool what comes back, and store it all.
+async def wait_for_result(*, engine: Engine, query_id: str, timeout: float,
+                          interval: float = 0.25) -> PooledResult:
+    """Wait until the query is finished (or ``timeout`` passes) and return its state."""
+    deadline = time.monotonic() + timeout
+    while True:
+        finished = finalize_query(engine=engine, query_id=query_id)
+        if finished or time.monotonic() >= deadline:
+            return query_result(engine=engine, query_id=query_id)
+        await asyncio.sleep(interval)
 
-    A query id that already completed returns the stored result (no new release is asked
-    for). Nodes that are down, refuse, or send an answer that fails verification are listed
-    in the result with the reason; the others are pooled. With no answer at all the result's
-    status is ``failed``.
+
+async def run_pooled_query(*, engine: Engine, query: AggregateQuery, timeout: float,
+                           quorum: int = 1, tier: DataTier = DataTier.STANDARDISED,
+                           requester: str = "operator") -> PooledResult:
+    """Queue ``query`` with a deadline of ``timeout`` seconds and wait for its outcome.
+
+    A query id already submitted returns that query's state (no new jobs).
     """
-    query_text = canonical_json(query.model_dump(mode="json")).decode("utf-8")
-    with Session(engine) as session:
-        existing = session.get(QueryRow, query.query_id)
-        if existing is not None and existing.result_json is not None:
-            if existing.query_json != query_text:
-                raise UnknownQueryError(f"query id {query.query_id} is taken by another query")
-            return PooledResult.model_validate_json(existing.result_json)
-        row = existing or QueryRow(query_id=query.query_id, purpose=query.purpose,
-                                   status="running", query_json=query_text)
-        created_at = row.created_at
-        session.add(row)
-        session.commit()
-    outcomes = await fan_out(nodes=node_addresses(engine=engine), query=query, timeout=timeout)
-    answers = [o.signed.answer for o in outcomes if o.signed is not None]
-    result = PooledResult(
-        query=query,
-        status="completed" if answers else "failed",
-        cells=pool_answers(query, answers),
-        nodes=sorted(outcomes, key=lambda o: o.node_id),
-        created_at=created_at,
-        finished_at=utcnow(),
-    )
-    with Session(engine) as session:
-        for outcome in outcomes:
-            session.merge(AnswerRow(
-                query_id=query.query_id, node_id=outcome.node_id, status=str(outcome.status),
-                message=outcome.message,
-                signed_answer_json=(json.dumps(outcome.signed.model_dump(mode="json"))
-                                    if outcome.signed else None),
-            ))
-        stored = session.get(QueryRow, query.query_id)
-        assert stored is not None
-        row = stored
-        row.status, row.finished_at = result.status, result.finished_at
-        row.result_json = result.model_dump_json()
-        if not answers:
-            row.error = "no node answered: " + "; ".join(
-                f"{o.node_id}: {o.message}" for o in outcomes if o.status is not NodeStatus.ANSWERED
-            ) if outcomes else "no node is enrolled"
-        session.add(row)
-        session.commit()
-    return result
+    submitted = submit_query(engine=engine, query=query, quorum=quorum,
+                             deadline_seconds=timeout, tier=tier, requester=requester)
+    if submitted.status in ("completed", "failed"):
+        return submitted
+    await deliver_push_jobs(engine=engine, query_id=query.query_id, timeout=timeout)
+    return await wait_for_result(engine=engine, query_id=query.query_id, timeout=timeout + 1)

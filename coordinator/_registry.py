@@ -29,12 +29,13 @@ def _fetch_info(url: str, timeout: float) -> NodeInfo:
 
 
 def _view(row: NodeRow) -> NodeView:
-    return NodeView(node_id=row.node_id, display_name=row.display_name, url=row.url,
-                    key_id=row.key_id, active=row.active, enrolled_at=row.enrolled_at)
+    return NodeView(node_id=row.node_id, display_name=row.display_name,
+                    transport=row.transport, url=row.url, key_id=row.key_id, active=row.active,
+                    enrolled_at=row.enrolled_at, last_seen_at=row.last_seen_at)
 
 
 def enrol_node(*, engine: Engine, request: EnrolRequest, timeout: float = 10.0) -> NodeView:
-    """Register (or re-register) the node at ``request.url``.
+    """Development (push mode): register the node at ``request.url`` to push queries to it.
 
     The node's public key is fetched from the node and, when ``expected_key_id`` is given,
     must match it: the operator should confirm the fingerprint with the node owner.
@@ -54,6 +55,7 @@ def enrol_node(*, engine: Engine, request: EnrolRequest, timeout: float = 10.0) 
             node_id=info.node_id, display_name=info.display_name, url=request.url,
             public_key=info.public_key, key_id=fingerprint, access_token=request.access_token,
         )
+        row.transport = "push"
         row.display_name, row.url = info.display_name, request.url.rstrip("/")
         row.public_key, row.key_id = info.public_key, fingerprint
         row.access_token, row.active = request.access_token, True
@@ -70,8 +72,10 @@ def list_nodes(*, engine: Engine) -> list[NodeView]:
         return [_view(r) for r in rows]
 
 
-def node_addresses(*, engine: Engine) -> list[NodeAddress]:
-    """How to reach every active node."""
+def node_addresses(*, engine: Engine, node_ids: list[str] | None = None) -> list[NodeAddress]:
+    """How to reach every active push-mode node (or those of ``node_ids``)."""
     with Session(engine) as session:
-        rows = session.exec(select(NodeRow).where(NodeRow.active)).all()
-        return [NodeAddress(r.node_id, r.url, r.access_token, r.public_key) for r in rows]
+        rows = session.exec(select(NodeRow).where(NodeRow.active,
+                                                  NodeRow.transport == "push")).all()
+        return [NodeAddress(r.node_id, r.url or "", r.access_token or "", r.public_key)
+                for r in rows if node_ids is None or r.node_id in node_ids]

@@ -7,7 +7,7 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -32,13 +32,22 @@ class CoordinatorSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8700
     operator_token: SecretStr = Field(description="bearer token of the pool's operators")
+    auditor_token: SecretStr = Field(description="bearer token of auditors (read-only)")
+    key_file: str = Field(default="coordinator_key.pem",
+                          description="Ed25519 key that signs jobs, relative to the home")
     node_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
+    default_deadline_seconds: Annotated[float, Field(gt=0, le=7 * 86400)] = 120.0
+    envelope_max_age_seconds: Annotated[float, Field(ge=10, le=3600)] = 300.0
+    allow_push: bool = Field(default=False,
+                             description="development only: enrol nodes by URL and push jobs")
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
     environment: Literal["production", "development"] = "production"
 
-    @field_validator("operator_token")
+    @field_validator("operator_token", "auditor_token")
     @classmethod
-    def _strong_token(cls, value: SecretStr) -> SecretStr:
-        check_secret_strength(value.get_secret_value(), name="operator_token")
+    def _strong_token(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        check_secret_strength(value.get_secret_value(), name=info.field_name or "token")
         return value
 
 
@@ -74,24 +83,31 @@ def load_settings(home: Path) -> CoordinatorSettings:
         ) from exc
 
 
-def init_settings(*, home: Path, port: int = 8700, database_url: str | None = None
-                  ) -> CoordinatorSettings:
-    """Write a new ``coordinator.toml`` (mode 0600) with a fresh operator token."""
+def init_settings(*, home: Path, port: int = 8700, database_url: str | None = None,
+                  allow_push: bool = False) -> CoordinatorSettings:
+    """Write a new ``coordinator.toml`` (mode 0600) with fresh operator and auditor tokens."""
     path = home / SETTINGS_FILE
     if path.exists():
         raise CoordinatorConfigError(f"{path} exists: this home already holds a coordinator")
     home.mkdir(parents=True, exist_ok=True)
     url = database_url or f"sqlite:///{(home / 'coordinator.db').resolve()}"
     token = secrets.token_urlsafe(32)
+    auditor = secrets.token_urlsafe(32)
     text = "\n".join([
         "# Coordinator settings. DPN_COORDINATOR_<NAME> environment variables override these.",
         f'database_url = "{url}"',
         'host = "127.0.0.1"',
         f"port = {port}",
-        "# Operators present this bearer token; keep it secret.",
+        "# Operators run queries with this bearer token; auditors read history with theirs.",
         f'operator_token = "{token}"',
-        "# How long a pooled query waits for each node.",
+        f'auditor_token = "{auditor}"',
+        "# Ed25519 key that signs the jobs sent to nodes (nodes pin it at enrolment).",
+        'key_file = "coordinator_key.pem"',
+        "# Default deadline of a pooled query; push mode: how long to wait for each node.",
+        "default_deadline_seconds = 120.0",
         "node_timeout_seconds = 30.0",
+        "# Development only: enrol nodes by URL and push queries to them.",
+        f"allow_push = {'true' if allow_push else 'false'}",
         "",
     ])
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -6,7 +6,17 @@ from typing import Any
 
 import httpx
 
-from coordinator import Balance, BalanceRequest, EnrolRequest, NodeView, PooledResult
+from coordinator import (
+    Balance,
+    BalanceRequest,
+    EnrolRequest,
+    NodeView,
+    PooledResult,
+    QueryRequest,
+    QuerySummary,
+    TokenIssued,
+    TokenRequest,
+)
 from protocols import API_VERSION, AggregateQuery, ErrorBody
 
 __all__ = ["ClientError", "CoordinatorClient"]
@@ -64,8 +74,27 @@ class CoordinatorClient:
         """The coordinator's health (no token needed)."""
         return dict(self._request("GET", "/health"))
 
+    def enrolment_token(self, request: TokenRequest) -> TokenIssued:
+        """Issue a one-time enrolment token."""
+        return TokenIssued.model_validate(
+            self._request("POST", "/enrolment-tokens", json=request.model_dump(mode="json")))
+
+    def revoke(self, node_id: str) -> None:
+        """Revoke a node."""
+        self._request("POST", f"/nodes/{node_id}/revoke")
+
+    def history(self, *, limit: int = 100) -> list[QuerySummary]:
+        """The query history, newest first."""
+        return [QuerySummary.model_validate(q)
+                for q in self._request("GET", "/queries", params={"limit": limit})]
+
+    def result(self, query_id: str, *, wait_seconds: float = 0.0) -> PooledResult:
+        """A query's state (waiting up to ``wait_seconds`` for it to finish)."""
+        return PooledResult.model_validate(self._request(
+            "GET", f"/queries/{query_id}", params={"wait_seconds": wait_seconds}))
+
     def enrol(self, request: EnrolRequest) -> NodeView:
-        """Enrol a node."""
+        """Development only: enrol a push-mode node by URL."""
         return NodeView.model_validate(
             self._request("POST", "/nodes", json=request.model_dump(mode="json"))
         )
@@ -74,11 +103,14 @@ class CoordinatorClient:
         """Enrolled nodes."""
         return [NodeView.model_validate(n) for n in self._request("GET", "/nodes")]
 
-    def query(self, query: AggregateQuery) -> PooledResult:
-        """Run a pooled query (idempotent per query id)."""
+    def query(self, query: AggregateQuery, *, quorum: int = 3,
+              deadline_seconds: float | None = None, wait_seconds: float = 120.0
+              ) -> PooledResult:
+        """Run a pooled query and wait for it (idempotent per query id)."""
+        request = QueryRequest(query=query, quorum=quorum, deadline_seconds=deadline_seconds,
+                               wait_seconds=wait_seconds)
         return PooledResult.model_validate(
-            self._request("POST", "/queries", json=query.model_dump(mode="json"))
-        )
+            self._request("POST", "/queries", json=request.model_dump(mode="json")))
 
     def balance(self, request: BalanceRequest) -> Balance:
         """Pool a commodity balance."""

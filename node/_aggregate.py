@@ -41,7 +41,6 @@ import polars as pl
 from protocols import (
     FIXED_POINT_SCALE,
     AggregateQuery,
-    CellEstimate,
     CoverageEntry,
     Dimension,
     Flow,
@@ -97,9 +96,10 @@ _KEY_COLUMN = {
 
 @dataclass(frozen=True)
 class ComputedRelease:
-    """Noisy cells in public-key order, with the noise scales and the epsilon spent."""
+    """Noisy figures in public-key order, with the noise scales and the epsilon spent."""
 
-    cells: list[CellEstimate]
+    sums: list[float] | None
+    counts: list[float] | None
     sum_scale: float | None
     count_scale: float | None
     epsilon: float
@@ -284,12 +284,4 @@ def compute_release(
         noisy_counts = [float(v) for v in mechanism.release(counts)]
         count_scale = mechanism.scale
         spent += mechanism.epsilon
-    cells = [
-        CellEstimate(
-            key=list(key),
-            sum=None if noisy_sums is None else noisy_sums[i],
-            count=None if noisy_counts is None else noisy_counts[i],
-        )
-        for i, key in enumerate(query.public_keys())
-    ]
-    return ComputedRelease(cells, sum_scale, count_scale, spent)
+    return ComputedRelease(noisy_sums, noisy_counts, sum_scale, count_scale, spent)

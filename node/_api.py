@@ -5,7 +5,10 @@ Only DP releases and public metadata are served; there is no route to records.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
@@ -14,7 +17,9 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
+from node._agent import PullAgent
 from node._budget import budget_status
+from node._enrolment import load_enrolment
 from node._errors import BudgetExceededError, NodeError, QueryRefusedError
 from node._home import NodeContext
 from node._release import answer_query
@@ -39,12 +44,30 @@ def _error(status: int, code: str, message: str, **detail: Any) -> JSONResponse:
     return JSONResponse(status_code=status, content=body.model_dump(mode="json"))
 
 
-def create_app(context: NodeContext) -> FastAPI:
-    """The node's FastAPI application for an opened node."""
+def create_app(context: NodeContext, *, run_agent: bool = True) -> FastAPI:
+    """The node's FastAPI application; it runs the pull agent when the node is enrolled."""
+    enrolment = load_enrolment(context.home)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if enrolment is None or not run_agent:
+            yield
+            return
+        stop = asyncio.Event()
+        task = asyncio.create_task(PullAgent(context, enrolment).run(stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            await task
+
     app = FastAPI(
         title=f"crimmis-dpn node {context.settings.node_id}",
         version=API_VERSION,
-        description="Answers pooled queries with differentially private releases only.",
+        lifespan=lifespan,
+        description="Answers pooled queries with differentially private releases only. "
+                    "In pull mode the node connects out to the coordinator; this API serves "
+                    "health, identity, and (development) push queries.",
     )
     token = context.settings.access_token.get_secret_value().encode("utf-8")
 

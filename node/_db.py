@@ -14,9 +14,12 @@ from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel, create_engine
 
 __all__ = [
+    "AgentStatusRow",
     "BudgetAccount",
     "ImportRow",
+    "JobRow",
     "NodeTable",
+    "NonceRow",
     "RecordRow",
     "ReleaseRow",
     "create_schema",
@@ -101,6 +104,60 @@ class ReleaseRow(NodeTable, table=True):
     query_json: str = Field(sa_column=Column(Text, nullable=False))
     answer_json: str = Field(sa_column=Column(Text, nullable=False))
     released_at: datetime = Field(default_factory=utcnow)
+
+
+class JobRow(NodeTable, table=True):
+    """A job received from the coordinator, and what the node did with it.
+
+    ``state`` follows :class:`protocols.JobState`; ``reported_state`` is the last state the
+    coordinator has acknowledged (the agent reports until the two agree).
+    """
+
+    __tablename__ = "jobs"
+
+    job_id: str = Field(primary_key=True, max_length=32)
+    query_id: str = Field(index=True, max_length=32)
+    state: str
+    tier: str
+    requester: str
+    purpose: str
+    kind: str
+    epsilon: float
+    years: str
+    query_json: str = Field(sa_column=Column(Text, nullable=False))
+    deadline: datetime
+    received_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    approval: str = "automatic"  # automatic | manual
+    decided_by: str | None = None
+    outcome_reason: str | None = None  # refusals: query_refused | budget_exceeded | denied ...
+    outcome_message: str | None = None
+    reported_state: str | None = None
+
+
+class NonceRow(NodeTable, table=True):
+    """Nonces of accepted envelopes from the coordinator, kept for the replay window."""
+
+    __tablename__ = "nonces"
+
+    sender: str = Field(primary_key=True, max_length=63)
+    nonce: str = Field(primary_key=True, max_length=32)
+    stamped_at: datetime
+
+
+class AgentStatusRow(NodeTable, table=True):
+    """The pull agent's connection to the coordinator (one row), for ``dpn node status``."""
+
+    __tablename__ = "agent_status"
+
+    id: int = Field(default=1, primary_key=True)
+    coordinator_url: str
+    connected: bool = False
+    last_contact_at: datetime | None = None
+    last_error: str | None = None
+    consecutive_failures: int = 0
+    next_retry_at: datetime | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:

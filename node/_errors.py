@@ -7,8 +7,15 @@ Hierarchy::
     ├── IngestError                 a file could not be imported; nothing was changed
     │   └── (carries .problems: every bad row as file, row, field, reason)
     ├── QueryRefusedError           the node's policy does not allow this query
-    └── BudgetExceededError         the release would exceed the privacy budget
-                                    (carries requested and remaining epsilon per year)
+    ├── BudgetExceededError         the release would exceed the privacy budget
+    │                               (carries requested and remaining epsilon per year)
+    ├── JobNotFoundError            no such job, or not in a state that allows the action
+    │                               (node._jobs)
+    ├── CoordinatorUnreachableError the coordinator could not be reached (address, cause)
+    ├── EnrolmentRefusedError       the coordinator refused enrolment or key rotation
+    │                               (both node._enrolment)
+    └── CoordinatorError            the coordinator answered outside the protocol
+                                    (node._agent)
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -13,12 +13,22 @@ from protocols import (
     AggregateQuery,
     Commodity,
     CoverageEntry,
+    DataTier,
     Flow,
     QueryKind,
     describe_validation_error,
 )
 
-__all__ = ["BudgetPolicy", "Policy", "ReleasePolicy", "check_query", "load_policy", "policy_toml"]
+__all__ = [
+    "ApprovalPolicy",
+    "ApprovalRule",
+    "BudgetPolicy",
+    "Policy",
+    "ReleasePolicy",
+    "check_query",
+    "load_policy",
+    "policy_toml",
+]
 
 
 class BudgetPolicy(BaseModel):
@@ -41,6 +51,45 @@ class ReleasePolicy(BaseModel):
     allowed_kinds: list[QueryKind] = Field(default_factory=lambda: list(QueryKind))
 
 
+class ApprovalRule(BaseModel):
+    """Jobs matching every given condition are handled in ``mode``; first match wins."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["automatic", "manual"]
+    commodities: list[Commodity] | None = None
+    flows: list[Flow] | None = None
+    kinds: list[QueryKind] | None = None
+    tiers: list[DataTier] | None = None
+    epsilon_above: Annotated[float | None, Field(ge=0)] = None
+
+    def matches(self, query: AggregateQuery, tier: DataTier) -> bool:
+        """Whether a job with this query and tier meets every condition of the rule."""
+        return (
+            (self.commodities is None or bool(set(query.commodities) & set(self.commodities)))
+            and (self.flows is None or bool(set(query.flows) & set(self.flows)))
+            and (self.kinds is None or query.kind in self.kinds)
+            and (self.tiers is None or tier in self.tiers)
+            and (self.epsilon_above is None or query.epsilon > self.epsilon_above)
+        )
+
+
+class ApprovalPolicy(BaseModel):
+    """Whether a job is answered automatically or held for a person at the node."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    default: Literal["automatic", "manual"] = "automatic"
+    rules: list[ApprovalRule] = Field(default_factory=list)
+
+    def mode_for(self, query: AggregateQuery, tier: DataTier) -> str:
+        """``automatic`` or ``manual`` for a job."""
+        for rule in self.rules:
+            if rule.matches(query, tier):
+                return rule.mode
+        return self.default
+
+
 class Policy(BaseModel):
     """The whole policy file."""
 
@@ -48,6 +97,7 @@ class Policy(BaseModel):
 
     budget: BudgetPolicy = Field(default_factory=BudgetPolicy)
     release: ReleasePolicy = Field(default_factory=ReleasePolicy)
+    approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
     coverage: list[CoverageEntry] = Field(
         default_factory=list,
         description="public declaration of what this company reports on; records outside "
@@ -75,9 +125,21 @@ def _toml_list(values: list[str]) -> str:
     return "[" + ", ".join(f'"{v}"' for v in values) + "]"
 
 
+def _rule_toml(rule: ApprovalRule) -> str:
+    lines = ["", "[[approval.rules]]", f'mode = "{rule.mode}"']
+    for name in ("commodities", "flows", "kinds", "tiers"):
+        values = getattr(rule, name)
+        if values is not None:
+            lines.append(f"{name} = {_toml_list([str(v) for v in values])}")
+    if rule.epsilon_above is not None:
+        lines.append(f"epsilon_above = {rule.epsilon_above}")
+    return "\n".join(lines) + "\n"
+
+
 def policy_toml(policy: Policy) -> str:
     """The policy as a commented TOML file (what ``dpn node init`` writes)."""
     b, r = policy.budget, policy.release
+    rules = "".join(_rule_toml(rule) for rule in policy.approval.rules)
     coverage = "".join(
         f"""
 [[coverage]]
@@ -103,6 +165,14 @@ allowed_commodities = {_toml_list([str(c) for c in r.allowed_commodities])}
 allowed_flows = {_toml_list([str(f) for f in r.allowed_flows])}
 allowed_kinds = {_toml_list([str(k) for k in r.allowed_kinds])}
 
+[approval]
+# "automatic": answer jobs at once; "manual": hold them until `dpn node approve ID`.
+default = "{policy.approval.default}"
+# Rules override the default; the first rule whose conditions all match wins, e.g.
+# [[approval.rules]]
+# mode = "manual"
+# epsilon_above = 1.0        # also: commodities, flows, kinds, tiers = ["bulk"]
+{rules}
 # Declared coverage: PUBLIC statement of which commodity x stage x flow x country this
 # company reports on (as in its annual report). Only records inside it are ever released,
 # and the pool counts this company as a contributor to exactly these cells. Add one

@@ -36,6 +36,15 @@ class NodeSettings(BaseSettings):
     )
     key_file: str = "node_key.pem"
     policy_file: str = "policy.toml"
+    coordinator_ca_file: str | None = Field(
+        default=None,
+        description="PEM certificate(s) to trust for the coordinator's TLS, instead of the "
+        "system store: pins the coordinator's certificate (relative to the home or absolute)",
+    )
+    poll_wait_seconds: Annotated[float, Field(gt=0, le=60)] = 10.0
+    max_backoff_seconds: Annotated[float, Field(ge=1, le=3600)] = 60.0
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
     environment: Literal["production", "development"] = "production"
 
     @field_validator("access_token")

@@ -6,11 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, func, select
+from sqlmodel import Session
 
-from node._db import ImportRow, RecordRow
+from node._db import AgentStatusRow, ImportRow, RecordRow
 from protocols import CoverageEntry
 
-__all__ = ["DataSummary", "data_summary"]
+__all__ = ["DataSummary", "agent_status", "data_summary"]
 
 _RECORDS = RecordRow.__table__  # type: ignore[attr-defined]
 _IMPORTS = ImportRow.__table__  # type: ignore[attr-defined]
@@ -41,3 +42,9 @@ def data_summary(*, engine: Engine, coverage: Sequence[CoverageEntry]) -> DataSu
                    for e in coverage):
             outside += count
     return DataSummary(records=total, imports=imports, outside_coverage=outside)
+
+
+def agent_status(*, engine: Engine) -> AgentStatusRow | None:
+    """The pull agent's last known connection state (``None`` if it never ran)."""
+    with Session(engine) as session:
+        return session.get(AgentStatusRow, 1)

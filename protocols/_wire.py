@@ -1,9 +1,9 @@
 """Wire models exchanged between coordinator and nodes (API version ``v1``).
 
 Both sides import these models; the JSON they produce is the protocol. A node answers an
-:class:`AggregateQuery` with a :class:`SignedAnswer` whose cells cover *every* public key of
-the query, in :meth:`AggregateQuery.public_keys` order, so the shape of an answer never reveals
-which cells a company has data in.
+:class:`AggregateQuery` with a :class:`SignedAnswer` holding one figure per public key of the
+query, in :meth:`AggregateQuery.public_keys` order (the keys themselves are implied), so the
+shape of an answer never reveals which cells a company has data in.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ __all__ = [
     "MAX_CELLS",
     "AggregateQuery",
     "Bounds",
-    "CellEstimate",
     "Dimension",
     "ErrorBody",
     "Measure",
@@ -184,16 +183,6 @@ class AggregateQuery(BaseModel):
         return sorted({parse_period(p).year for p in self.periods})
 
 
-class CellEstimate(BaseModel):
-    """One cell of a node's answer: its key and the noisy statistics."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    key: list[str]
-    sum: float | None = None
-    count: float | None = None
-
-
 class NodeAnswer(BaseModel):
     """A node's DP release for one query. Everything in it may leave the node."""
 
@@ -204,7 +193,12 @@ class NodeAnswer(BaseModel):
     kind: QueryKind
     measure: Measure
     group_by: list[Dimension]
-    cells: list[CellEstimate]
+    sums: list[float] | None = Field(
+        default=None, description="noisy sum per cell, in AggregateQuery.public_keys() order"
+    )
+    counts: list[float] | None = Field(
+        default=None, description="noisy count per cell, in AggregateQuery.public_keys() order"
+    )
     sum_scale: float | None = Field(
         default=None, description="Laplace scale b of every cell's sum (measure units)"
     )

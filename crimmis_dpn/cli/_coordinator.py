@@ -48,20 +48,23 @@ def init(
     port: Annotated[int, typer.Option(help="port of `dpn coordinator serve`")] = 8700,
     database_url: Annotated[str | None, typer.Option(
         help="SQLAlchemy URL (default: SQLite in home)")] = None,
+    allow_push: Annotated[bool, typer.Option(
+        help="development only: allow enrolling nodes by URL and pushing queries")] = False,
 ) -> None:
-    """Create a coordinator home with settings and a fresh operator token.
+    """Create a coordinator home: settings, operator and auditor tokens, signing key, database.
 
     Example: dpn coordinator init --home /srv/dpn-coordinator
     """
-    from coordinator import create_schema, init_settings, make_engine
+    from coordinator import init_coordinator
 
     with reported_errors():
-        settings = init_settings(home=home, port=port, database_url=database_url)
-    engine = make_engine(settings.database_url)
-    create_schema(engine=engine)
-    engine.dispose()
-    console.print(f"created coordinator in {home}; operator token is in "
+        context = init_coordinator(home=home, port=port, database_url=database_url,
+                                   allow_push=allow_push)
+    context.engine.dispose()
+    console.print(f"created coordinator in {home}; operator and auditor tokens are in "
                   f"{home / 'coordinator.toml'}")
+    console.print(f"  signing key id (nodes check it at enrolment): [bold]{context.key_id}"
+                  "[/bold]")
     console.print(f"  next: dpn coordinator serve --home {home}")
 
 
@@ -70,24 +73,88 @@ def serve(
     home: Home = Path("dpn-coordinator"),
     host: Annotated[str | None, typer.Option(help="bind address")] = None,
     port: Annotated[int | None, typer.Option(help="port")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate: serve HTTPS")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert")] = None,
 ) -> None:
-    """Serve the coordinator's API (/v1).
+    """Serve the coordinator's API (/v1); nodes poll it for jobs.
 
-    Example: dpn coordinator serve --home /srv/dpn-coordinator
+    Example: dpn coordinator serve --home /srv/dpn-coordinator --tls-cert c.pem --tls-key k.pem
     """
     import uvicorn
 
-    from coordinator import create_app, create_schema, load_settings, make_engine
+    from coordinator import create_app, create_schema, open_coordinator
 
     with reported_errors():
-        settings = load_settings(home)
-    engine = make_engine(settings.database_url)
-    create_schema(engine=engine)
-    uvicorn.run(create_app(settings=settings, engine=engine), host=host or settings.host,
-                port=port or settings.port, log_level="info")
+        context = open_coordinator(home)
+    create_schema(engine=context.engine)
+    settings = context.settings
+    cert = tls_cert or settings.tls_cert_file
+    key = tls_key or settings.tls_key_file
+    uvicorn.run(create_app(context), host=host or settings.host, port=port or settings.port,
+                log_level="info", ssl_certfile=str(cert) if cert else None,
+                ssl_keyfile=str(key) if key else None)
 
 
-@coordinator_app.command("enrol")
+@coordinator_app.command("enrolment-token")
+def enrolment_token(
+    node_id: Annotated[str | None, typer.Option(
+        "--node-id", help="bind the token to this node id (recommended)")] = None,
+    valid_hours: Annotated[float, typer.Option(help="hours until the token expires")] = 72.0,
+    home: Home = Path("dpn-coordinator"), url: Url = None, token: Token = None,
+) -> None:
+    """Issue a one-time enrolment token; give it to the node owner over a separate channel.
+
+    Example: dpn coordinator enrolment-token --node-id acme-mining
+    """
+    from coordinator import TokenRequest
+
+    with reported_errors(), _client(home, url, token) as client:
+        issued = client.enrolment_token(TokenRequest(node_id=node_id, valid_hours=valid_hours))
+    console.print(issued.token, highlight=False)
+    console.print(f"[dim]one-time token, valid until {issued.expires_at:%Y-%m-%d %H:%M} UTC"
+                  f"{' for node ' + node_id if node_id else ''}; the node runs: dpn node enrol "
+                  f"--coordinator {client.url} --token TOKEN[/dim]")
+
+
+@coordinator_app.command("revoke")
+def revoke(
+    node_id: Annotated[str, typer.Argument(help="node to revoke")],
+    home: Home = Path("dpn-coordinator"), url: Url = None, token: Token = None,
+) -> None:
+    """Revoke a node: its messages are refused and it gets no new jobs.
+
+    Example: dpn coordinator revoke acme-mining
+    """
+    with reported_errors(), _client(home, url, token) as client:
+        client.revoke(node_id)
+    console.print(f"revoked node {node_id}")
+
+
+@coordinator_app.command("queries")
+def queries(
+    limit: Annotated[int, typer.Option(help="how many, newest first")] = 20,
+    home: Home = Path("dpn-coordinator"), url: Url = None, token: Token = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False,
+) -> None:
+    """Show the query history (operators and auditors).
+
+    Example: dpn coordinator queries --token "$DPN_AUDITOR_TOKEN" --url https://pool.example
+    """
+    with reported_errors(), _client(home, url, token) as client:
+        rows = client.history(limit=limit)
+    if as_json:
+        console.print_json(json.dumps([r.model_dump(mode="json") for r in rows]))
+        return
+    table = Table(title="pooled queries, newest first")
+    for column in ("query", "purpose", "status", "quorum", "created", "error"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r.query_id[:12], r.purpose, r.status, str(r.quorum),
+                      f"{r.created_at:%Y-%m-%d %H:%M}", r.error or "")
+    console.print(table)
+
+
+@coordinator_app.command("enrol-push")
 def enrol(
     node_url: Annotated[str, typer.Option("--node-url", help="the node's base URL")],
     node_token: Annotated[str, typer.Option("--node-token", envvar="DPN_NODE_ACCESS_TOKEN",
@@ -99,7 +166,7 @@ def enrol(
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Enrol a node (its key is checked against --key-id when given).
+    """Development only: enrol a node by URL to push queries to it (needs allow_push).
 
     Example: dpn coordinator enrol --node-url https://dpn.acme.example:8701
     --node-token TOKEN --key-id 1a2b3c4d5e6f7a8b
@@ -128,10 +195,12 @@ def nodes(
         console.print_json(json.dumps([v.model_dump(mode="json") for v in views]))
         return
     table = Table(title="enrolled nodes")
-    for column in ("node", "name", "url", "key id", "active"):
+    for column in ("node", "name", "transport", "key id", "active", "last seen"):
         table.add_column(column)
     for v in views:
-        table.add_row(v.node_id, v.display_name, v.url, v.key_id, "yes" if v.active else "no")
+        seen = f"{v.last_seen_at:%Y-%m-%d %H:%M:%S}" if v.last_seen_at else "never"
+        table.add_row(v.node_id, v.display_name, v.transport, v.key_id,
+                      "yes" if v.active else "revoked", seen)
     console.print(table)
 
 
@@ -174,3 +243,12 @@ def balance(
     console.print(outcome_table(result))
     if output is not None:
         console.print(f"written to {output}")
+
+
+def _register_report() -> None:
+    from crimmis_dpn.cli._report import register_report_commands
+
+    register_report_commands(coordinator_app)
+
+
+_register_report()

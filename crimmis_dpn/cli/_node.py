@@ -97,18 +97,149 @@ def serve(
     host: Annotated[str | None, typer.Option(help="bind address (default from settings)")] = None,
     port: Annotated[int | None, typer.Option(help="port (default from settings)")] = None,
 ) -> None:
-    """Serve the node's API (/v1): DP answers to the coordinator, nothing else.
+    """Run the node: its pull agent (outbound to the coordinator) and its local API.
 
-    Example: dpn node serve --home /srv/dpn-node --port 8701
+    Once enrolled, the node polls the coordinator for jobs over outbound HTTPS; the local API
+    (health, identity, budget) binds to 127.0.0.1 by default and needs no inbound firewall
+    opening.
+
+    Example: dpn node serve --home /srv/dpn-node
     """
+    import logging
+
     import uvicorn
 
-    from node import create_app, open_node
+    from node import create_app, load_enrolment, open_node
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
+                                                   "%(message)s")
+    with reported_errors():
+        context = open_node(home)
+        enrolment = load_enrolment(home)
+    if enrolment is None:
+        console.print("[yellow]not enrolled: serving the local API only; enrol with "
+                      "`dpn node enrol --coordinator URL --token TOKEN`[/yellow]")
+    settings = context.settings
+    uvicorn.run(create_app(context), host=host or settings.host, port=port or settings.port,
+                log_level="info", ssl_certfile=settings.tls_cert_file,
+                ssl_keyfile=settings.tls_key_file)
+
+
+@node_app.command("enrol")
+def enrol_command(
+    coordinator: Annotated[str, typer.Option("--coordinator", help="coordinator base URL")],
+    token: Annotated[str, typer.Option("--token", envvar="DPN_ENROLMENT_TOKEN",
+                                       help="one-time enrolment token from the operator")],
+    coordinator_key_id: Annotated[str | None, typer.Option(
+        help="the coordinator key fingerprint the operator gave you; refused on mismatch")
+    ] = None,
+    home: Home = Path("dpn-node"),
+) -> None:
+    """Join a pool: register this node's key with a one-time token, pin the coordinator's key.
+
+    Example: dpn node enrol --coordinator https://pool.example --token TOKEN
+    --coordinator-key-id 1a2b3c4d5e6f7a8b
+    """
+    from node import enrol, open_node
 
     with reported_errors():
         context = open_node(home)
-    uvicorn.run(create_app(context), host=host or context.settings.host,
-                port=port or context.settings.port, log_level="info")
+        enrolment = enrol(context=context, coordinator_url=coordinator, token=token,
+                          expected_coordinator_key_id=coordinator_key_id)
+        context.engine.dispose()
+    console.print(f"enrolled with {enrolment.coordinator_url}; pinned coordinator key id "
+                  f"[bold]{enrolment.coordinator_key_id}[/bold]")
+    console.print(f"  next: dpn node serve --home {home}")
+
+
+@node_app.command("requests")
+def requests(
+    home: Home = Path("dpn-node"),
+    show_all: Annotated[bool, typer.Option("--all", help="all jobs, not only pending")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False,
+) -> None:
+    """List jobs held for approval, with their purpose and privacy cost.
+
+    Example: dpn node requests --home /srv/dpn-node
+    """
+    from node import list_jobs, open_node
+    from protocols import JobState
+
+    with reported_errors():
+        context = open_node(home)
+        rows = list_jobs(engine=context.engine,
+                         states=None if show_all else [JobState.AWAITING_APPROVAL])
+        context.engine.dispose()
+    if as_json:
+        console.print_json(json.dumps([{
+            "job_id": r.job_id, "state": r.state, "purpose": r.purpose, "tier": r.tier,
+            "requester": r.requester, "kind": r.kind, "epsilon": r.epsilon,
+            "years": r.years, "received_at": r.received_at.isoformat(),
+            "outcome": r.outcome_message} for r in rows]))
+        return
+    table = Table(title="jobs awaiting approval" if not show_all else "jobs")
+    for column in ("job", "state", "purpose", "tier", "kind", "epsilon per year", "years"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r.job_id, r.state, r.purpose, r.tier, r.kind, f"{r.epsilon:g}", r.years)
+    console.print(table)
+    if not rows:
+        console.print("no job is waiting for approval" if not show_all else "no job yet")
+
+
+@node_app.command("approve")
+def approve(
+    job_id: Annotated[str, typer.Argument(help="job id from `dpn node requests`")],
+    home: Home = Path("dpn-node"),
+    by: Annotated[str, typer.Option(help="who approves (recorded)")] = "node owner",
+) -> None:
+    """Approve a held job: the running node answers it (charged to the budget).
+
+    Example: dpn node approve 3f2a... --by "J. Smith"
+    """
+    from node import approve_job, open_node
+
+    with reported_errors():
+        context = open_node(home)
+        row = approve_job(engine=context.engine, job_id=job_id, by=by)
+        context.engine.dispose()
+    console.print(f"approved job {row.job_id} (epsilon {row.epsilon:g} per year {row.years}); "
+                  "the node answers it at its next turn")
+
+
+@node_app.command("deny")
+def deny(
+    job_id: Annotated[str, typer.Argument(help="job id from `dpn node requests`")],
+    reason: Annotated[str, typer.Option(help="why (sent to the coordinator)")],
+    home: Home = Path("dpn-node"),
+    by: Annotated[str, typer.Option(help="who denies (recorded)")] = "node owner",
+) -> None:
+    """Deny a held job: the coordinator is told it is refused, with the reason.
+
+    Example: dpn node deny 3f2a... --reason "purpose not covered by our agreement"
+    """
+    from node import deny_job, open_node
+
+    with reported_errors():
+        context = open_node(home)
+        row = deny_job(engine=context.engine, job_id=job_id, by=by, reason=reason)
+        context.engine.dispose()
+    console.print(f"denied job {row.job_id}")
+
+
+@node_app.command("rotate-key")
+def rotate(home: Home = Path("dpn-node")) -> None:
+    """Replace the node's identity key at the coordinator and on disk.
+
+    Example: dpn node rotate-key --home /srv/dpn-node
+    """
+    from node import open_node, rotate_key
+
+    with reported_errors():
+        context = open_node(home)
+        new_id = rotate_key(context=context)
+        context.engine.dispose()
+    console.print(f"new key id [bold]{new_id}[/bold]; restart `dpn node serve` to use it")
 
 
 @node_app.command("status")
@@ -120,14 +251,26 @@ def status(
 
     Example: dpn node status --home /srv/dpn-node
     """
-    from node import budget_status, data_summary, open_node
+    from node import agent_status, budget_status, data_summary, load_enrolment, open_node
 
     with reported_errors():
         context = open_node(home)
         budget = budget_status(engine=context.engine,
                                epsilon_per_year=context.policy.budget.epsilon_per_year)
         summary = data_summary(engine=context.engine, coverage=context.policy.coverage)
+        enrolment = load_enrolment(home)
+        link = agent_status(engine=context.engine)
         context.engine.dispose()
+    connection = {
+        "enrolled": enrolment is not None,
+        "coordinator_url": enrolment.coordinator_url if enrolment else None,
+        "coordinator_key_id": enrolment.coordinator_key_id if enrolment else None,
+        "connected": link.connected if link else False,
+        "last_contact_at": link.last_contact_at.isoformat() if link and link.last_contact_at
+        else None,
+        "last_error": link.last_error if link else None,
+        "consecutive_failures": link.consecutive_failures if link else 0,
+    }
     if as_json:
         console.print_json(json.dumps({
             "node_id": context.settings.node_id, "key_id": context.key_id,
@@ -135,10 +278,20 @@ def status(
                         "remaining": b.remaining} for b in budget],
             "records": summary.records, "imports": summary.imports,
             "records_outside_coverage": summary.outside_coverage,
+            "coordinator": connection,
         }))
         return
     console.print(f"node [bold]{context.settings.node_id}[/bold] "
                   f"({context.settings.display_name}), key id {context.key_id}")
+    if enrolment is None:
+        console.print("[yellow]not enrolled with a coordinator[/yellow]")
+    elif link is not None and link.connected:
+        console.print(f"connected to {enrolment.coordinator_url} (last contact "
+                      f"{link.last_contact_at:%Y-%m-%d %H:%M:%S} UTC)")
+    else:
+        detail = (f"{link.consecutive_failures} failed attempt(s); last error: "
+                  f"{link.last_error}" if link else "the node has not run since enrolment")
+        console.print(f"[red]not connected[/red] to {enrolment.coordinator_url}: {detail}")
     console.print(f"{summary.records:,} records from {summary.imports} import(s); "
                   f"{summary.outside_coverage:,} outside the declared coverage (never released)")
     table = Table(title="privacy budget (pure-DP epsilon per year of data)")

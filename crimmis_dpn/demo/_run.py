@@ -2,8 +2,9 @@
 
 1. write sample data for fictitious companies (:func:`write_sample_data`);
 2. create one node per company and import its file through its mapping;
-3. start the coordinator and every node as separate processes on free loopback ports;
-4. enrol the nodes (checking each key fingerprint), pool a balance per commodity;
+3. start the coordinator; each node enrols with a one-time token and pins its key;
+4. start every node as its own process: each pulls its jobs from the coordinator over HTTP
+   (no node accepts a connection from the coordinator); pool a balance per commodity;
 5. print the balances and each node's budget, write them to ``balances-<year>.json``;
 6. stop every process, whatever happened.
 """
@@ -21,7 +22,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from coordinator import Balance, BalanceRequest, EnrolRequest, init_settings
+from coordinator import Balance, BalanceRequest, TokenRequest, init_coordinator
 from crimmis_dpn._client import ClientError, CoordinatorClient
 from crimmis_dpn._processes import ServiceError, free_port, running, start_service
 from crimmis_dpn.demo._sample_data import SampleCompany, write_sample_data
@@ -29,7 +30,9 @@ from node import (
     BudgetPolicy,
     IngestError,
     NodeContext,
+    NodeError,
     Policy,
+    enrol,
     ingest_file,
     init_node,
     load_mapping,
@@ -128,23 +131,24 @@ def _budget_table(companies: list[SampleCompany],
     return table
 
 
-def _pool(url: str, token: str, nodes: dict[str, tuple[NodeContext, int]], year: int,
-          epsilon: float, balances: list[Balance], console: Console) -> None:
-    with CoordinatorClient(url, token) as client:
-        for context, port in nodes.values():
-            client.enrol(EnrolRequest(
-                url=f"http://127.0.0.1:{port}",
-                access_token=context.settings.access_token.get_secret_value(),
-                expected_key_id=context.key_id,
-            ))
-        console.print(f"[bold]4.[/bold] {len(nodes)} nodes enrolled (key fingerprints "
-                      "checked); pooling balances")
-        for commodity, (flow_bound, stock_bound) in _BOUNDS.items():
-            balances.append(client.balance(BalanceRequest(
-                commodity=commodity, period=str(year), epsilon=epsilon,
-                unit_sum_bound=flow_bound, stock_unit_bound=stock_bound,
-                purpose="dpn demo: pooled commodity balance",
-            )))
+def _enrol_all(client: CoordinatorClient, nodes: dict[str, tuple[NodeContext, int]],
+               coordinator_key_id: str) -> None:
+    """Each node enrols itself with a one-time token bound to its id (as a company would)."""
+    for node_id, (context, _) in nodes.items():
+        issued = client.enrolment_token(TokenRequest(node_id=node_id, valid_hours=1))
+        enrol(context=context, coordinator_url=client.url, token=issued.token,
+              expected_coordinator_key_id=coordinator_key_id)
+        context.engine.dispose()
+
+
+def _pool(client: CoordinatorClient, year: int, epsilon: float,
+          balances: list[Balance]) -> None:
+    for commodity, (flow_bound, stock_bound) in _BOUNDS.items():
+        balances.append(client.balance(BalanceRequest(
+            commodity=commodity, period=str(year), epsilon=epsilon,
+            unit_sum_bound=flow_bound, stock_unit_bound=stock_bound,
+            purpose="dpn demo: pooled commodity balance",
+        )))
 
 
 def run_demo(*, workdir: Path, year: int = 2024, epsilon: float = 3.0,
@@ -162,23 +166,26 @@ def run_demo(*, workdir: Path, year: int = 2024, epsilon: float = 3.0,
                   f"in {workdir / 'company-files'}")
     nodes = _create_nodes(companies, workdir, console)
     console.print(f"[bold]2.[/bold] {len(nodes)} nodes created, each file imported")
-    coordinator_port = free_port()
-    settings = init_settings(home=workdir / "coordinator", port=coordinator_port)
-    services = [start_service("coordinator", ["coordinator", "serve", "--home",
-                                              str(workdir / "coordinator")],
-                              port=coordinator_port, log_dir=logs)]
-    services += [start_service(node_id, ["node", "serve", "--home", str(context.home)],
-                               port=port, log_dir=logs)
-                 for node_id, (context, port) in nodes.items()]
-    console.print(f"[bold]3.[/bold] starting {len(services)} processes on 127.0.0.1 "
-                  f"(logs in {logs})")
+    coordinator = init_coordinator(home=workdir / "coordinator", port=free_port())
+    coordinator.engine.dispose()
+    token = coordinator.settings.operator_token.get_secret_value()
+    hub = start_service("coordinator", ["coordinator", "serve", "--home", str(coordinator.home)],
+                        port=coordinator.settings.port, log_dir=logs)
     balances: list[Balance] = []
     try:
-        with running(services):
-            _pool(services[0].url, settings.operator_token.get_secret_value(), nodes, year,
-                  epsilon, balances, console)
-            budgets = _budgets(nodes)
-    except (ServiceError, ClientError, httpx.HTTPError) as exc:
+        with running([hub]), CoordinatorClient(hub.url, token) as client:
+            _enrol_all(client, nodes, coordinator.key_id)
+            console.print(f"[bold]3.[/bold] coordinator started; {len(nodes)} nodes enrolled "
+                          "with one-time tokens (coordinator key pinned)")
+            services = [start_service(node_id, ["node", "serve", "--home", str(context.home)],
+                                      port=port, log_dir=logs)
+                        for node_id, (context, port) in nodes.items()]
+            with running(services):
+                console.print(f"[bold]4.[/bold] {len(services)} node processes pull jobs from "
+                              f"the coordinator (logs in {logs}); pooling balances")
+                _pool(client, year, epsilon, balances)
+                budgets = _budgets(nodes)
+    except (ServiceError, ClientError, NodeError, httpx.HTTPError) as exc:
         raise DemoError(f"{exc} (logs in {logs})") from exc
     for balance in balances:
         for table in balance_tables(balance):

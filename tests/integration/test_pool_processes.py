@@ -1,4 +1,8 @@
-"""A real pool on loopback: a coordinator and four nodes, each its own process, over HTTP."""
+"""A real pool on loopback: a coordinator and four pull-mode nodes, each its own process.
+
+The nodes connect out to the coordinator (they enrol with one-time tokens and long-poll for
+jobs); the coordinator never connects to a node.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import node
-from coordinator import CellStatus, EnrolRequest, NodeStatus, init_settings
+from coordinator import CellStatus, NodeStatus, TokenRequest, init_coordinator
 from crimmis_dpn._client import CoordinatorClient
 from crimmis_dpn._processes import ServiceProcess, free_port, running, start_service
 from protocols import AggregateQuery, CoverageEntry
@@ -52,29 +56,32 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
     home = tmp_path_factory.mktemp("pool")
     logs = home / "logs"
     logs.mkdir()
-    contexts = []
-    for index in range(4):
-        context = node.init_node(
-            home=home / f"n{index}", node_id=f"miner-{index}", display_name=f"Miner {index}",
-            port=free_port(), policy=node.Policy(coverage=COVERAGE))
-        insert_records(context, _node_records(index))
-        context.engine.dispose()
-        contexts.append(context)
-    settings = init_settings(home=home / "coordinator", port=free_port())
+    hub = init_coordinator(home=home / "coordinator", port=free_port())
+    hub.engine.dispose()
     coordinator = start_service("coordinator", ["coordinator", "serve", "--home",
-                                                str(home / "coordinator")],
-                                port=settings.port, log_dir=logs)
-    nodes = {c.settings.node_id: start_service(c.settings.node_id,
-                                               ["node", "serve", "--home", str(c.home)],
-                                               port=c.settings.port, log_dir=logs)
-             for c in contexts}
-    with running([coordinator, *nodes.values()]):
-        client = CoordinatorClient(coordinator.url, settings.operator_token.get_secret_value())
-        for c in contexts:
-            client.enrol(EnrolRequest(url=f"http://127.0.0.1:{c.settings.port}",
-                                      access_token=c.settings.access_token.get_secret_value(),
-                                      expected_key_id=c.key_id))
-        yield Pool(coordinator, nodes, client, home)
+                                                str(hub.home)],
+                                port=hub.settings.port, log_dir=logs)
+    with running([coordinator]):
+        client = CoordinatorClient(coordinator.url,
+                                   hub.settings.operator_token.get_secret_value())
+        contexts = []
+        for index in range(4):
+            context = node.init_node(
+                home=home / f"n{index}", node_id=f"miner-{index}",
+                display_name=f"Miner {index}", port=free_port(),
+                policy=node.Policy(coverage=COVERAGE))
+            insert_records(context, _node_records(index))
+            token = client.enrolment_token(TokenRequest(node_id=context.settings.node_id))
+            node.enrol(context=context, coordinator_url=coordinator.url, token=token.token,
+                       expected_coordinator_key_id=hub.key_id)
+            context.engine.dispose()
+            contexts.append(context)
+        nodes = {c.settings.node_id: start_service(c.settings.node_id,
+                                                   ["node", "serve", "--home", str(c.home)],
+                                                   port=c.settings.port, log_dir=logs)
+                 for c in contexts}
+        with running(list(nodes.values())):
+            yield Pool(coordinator, nodes, client, home)
         client.close()
 
 
@@ -89,19 +96,17 @@ def query(**overrides: object) -> AggregateQuery:
     return AggregateQuery.model_validate(fields)
 
 
-def test_enrolment_is_refused_when_the_key_fingerprint_differs(pool: Pool) -> None:
-    from crimmis_dpn._client import ClientError
-
-    url = pool.nodes["miner-0"].url
-    with pytest.raises(ClientError, match="expected 0000000000000000"):
-        pool.client.enrol(EnrolRequest(url=url, access_token="x" * 40,
-                                       expected_key_id="0" * 16))
+def test_nodes_are_enrolled_in_pull_mode_and_seen_recently(pool: Pool) -> None:
+    views = pool.client.nodes()
+    assert [v.node_id for v in views] == ["miner-0", "miner-1", "miner-2", "miner-3"]
+    assert all(v.transport == "pull" and v.url is None for v in views)
+    assert all(v.last_seen_at is not None for v in views)
 
 
 def test_a_pooled_query_over_http_publishes_cells_with_three_or_more_companies(pool: Pool
                                                                             ) -> None:
-    result = pool.client.query(query())
-    assert result.status == "completed"
+    result = pool.client.query(query(), quorum=4, deadline_seconds=60)
+    assert result.status == "completed", result.error
     assert sorted(result.answered) == ["miner-0", "miner-1", "miner-2", "miner-3"]
     cod, zmb = result.cells
     assert cod.status is CellStatus.PUBLISHED and cod.value is not None
@@ -110,6 +115,7 @@ def test_a_pooled_query_over_http_publishes_cells_with_three_or_more_companies(p
     assert zmb.status is CellStatus.NOT_COVERED
     again = pool.client.query(result.query)  # idempotent: the stored result, no new release
     assert again.cells == result.cells
+    assert len(pool.client.history()) >= 1
 
 
 def test_the_balance_cli_prints_json_that_satisfies_the_identity(pool: Pool) -> None:
@@ -143,20 +149,26 @@ def test_a_node_that_is_down_does_not_sink_the_query_and_is_named(pool: Pool) ->
     victim = pool.nodes["miner-3"]
     victim.process.terminate()
     victim.process.wait(timeout=10)
-    result = pool.client.query(query())
+    result = pool.client.query(query(), quorum=3, deadline_seconds=8, wait_seconds=30)
+    assert result.status == "completed", result.error
     outcome = {o.node_id: o for o in result.nodes}
-    assert outcome["miner-3"].status is NodeStatus.UNREACHABLE
-    assert victim.url in (outcome["miner-3"].message or "")
+    assert outcome["miner-3"].status is NodeStatus.EXPIRED
+    assert "no answer by the deadline" in (outcome["miner-3"].message or "")
     assert sorted(result.answered) == ["miner-0", "miner-1", "miner-2"]
     assert result.cells[0].status is CellStatus.PUBLISHED
 
     second = pool.nodes["miner-2"]
     second.process.terminate()
     second.process.wait(timeout=10)
-    result = pool.client.query(query())
+    result = pool.client.query(query(), quorum=2, deadline_seconds=8, wait_seconds=30)
     assert sorted(result.answered) == ["miner-0", "miner-1"]
     assert result.cells[0].status is CellStatus.SUPPRESSED
     assert result.cells[0].value is None
+
+    failed = pool.client.query(query(), quorum=3, deadline_seconds=5, wait_seconds=30)
+    assert failed.status == "failed"
+    assert (failed.error or "").startswith(
+        "only 2 of the 3 answers required arrived by the deadline")
 
 
 def test_operator_requests_without_the_token_are_refused(pool: Pool) -> None:

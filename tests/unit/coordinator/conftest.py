@@ -10,7 +10,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protocols import (
     AggregateQuery,
-    CellEstimate,
     CoverageEntry,
     NodeAnswer,
     SignedAnswer,
@@ -45,8 +44,7 @@ def answer(q: AggregateQuery, node_id: str, values: list[float], cover: list[Cov
     return NodeAnswer(
         query_id=q.query_id, node_id=node_id, kind=q.kind, measure=q.measure,
         group_by=list(q.group_by),
-        cells=[CellEstimate(key=list(k), sum=v) for k, v in zip(q.public_keys(), values,
-                                                                  strict=True)],
+        sums=list(values),
         sum_scale=scale, epsilon=q.epsilon, accounting_periods=q.accounting_periods(),
         mechanism="test", privacy_unit="test", coverage=cover,
         released_at=datetime(2025, 1, 1, tzinfo=UTC),

@@ -62,8 +62,7 @@ def test_pooled_mean_divides_pooled_sums_by_pooled_counts() -> None:
     answers = []
     for node_id, (s, n) in zip("abc", [(100.0, 2.0), (200.0, 3.0), (300.0, 5.0)], strict=True):
         a = answer(q, node_id, [s], coverage("COD"))
-        a = a.model_copy(update={"cells": [a.cells[0].model_copy(update={"count": n})],
-                                 "count_scale": 4.0})
+        a = a.model_copy(update={"counts": [n], "count_scale": 4.0})
         answers.append(a)
     cell = pool_answers(q, answers)[0]
     assert cell.status is CellStatus.PUBLISHED

@@ -142,8 +142,8 @@ def test_release_noise_has_the_stated_scale() -> None:
         release = compute_release(records, query, COVERAGE)
         assert release.sum_scale == 400.0  # unit_sum_bound / epsilon
         assert release.epsilon == 0.5
-        assert release.cells[0].sum is not None
-        deviations.append(abs(release.cells[0].sum - 200.0))  # 500 t scaled to the bound 200
+        assert release.sums is not None
+        deviations.append(abs(release.sums[0] - 200.0))  # 500 t scaled to the bound 200
     mad = statistics.fmean(deviations)
     # the MAD of 400 draws has standard error b / 20 = 20; allow 4 standard errors
     assert abs(mad - 400.0) < 80.0
@@ -158,7 +158,8 @@ def test_mean_releases_sum_and_count_at_half_the_epsilon_each() -> None:
     assert release.epsilon == 1.0
     assert release.sum_scale == 2000.0  # 1000 / 0.5
     assert release.count_scale == 4.0  # 2 / 0.5
-    assert all(c.sum is not None and c.count is not None for c in release.cells)
+    assert release.sums is not None and release.counts is not None
+    assert len(release.sums) == len(release.counts) == 2
 
 
 def test_empty_coverage_releases_only_noise_around_zero() -> None:

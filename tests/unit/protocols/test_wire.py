@@ -15,7 +15,6 @@ from protocols import (
     MAX_CELLS,
     AggregateQuery,
     Bounds,
-    CellEstimate,
     CoverageEntry,
     Dimension,
     Measure,
@@ -300,10 +299,8 @@ def _answer(**changes: Any) -> NodeAnswer:
         "kind": "mean",
         "measure": "quantity_t",
         "group_by": ["commodity"],
-        "cells": [
-            CellEstimate(key=["cobalt"], sum=1234.567, count=17.0),
-            CellEstimate(key=["nickel"], sum=-3.25, count=0.0),
-        ],
+        "sums": [1234.567, -3.25],
+        "counts": [17.0, 0.0],
         "sum_scale": 2.5,
         "count_scale": 24.0,
         "epsilon": 1.0,
@@ -322,10 +319,10 @@ def _answer(**changes: Any) -> NodeAnswer:
     return NodeAnswer(**row)
 
 
-def test_cell_values_are_floats() -> None:
-    cell = CellEstimate(key=["cobalt"], sum=5, count=3)
-    assert isinstance(cell.sum, float)
-    assert cell.model_dump_json() == '{"key":["cobalt"],"sum":5.0,"count":3.0}'
+def test_answer_figures_are_floats() -> None:
+    answer = _answer(sums=[5, 1], counts=[3, 0])
+    assert answer.counts == [3.0, 0.0]
+    assert answer.sums == [5.0, 1.0] and all(isinstance(v, float) for v in answer.sums)
 
 
 @pytest.mark.parametrize(

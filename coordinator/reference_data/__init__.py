@@ -1,0 +1,1 @@
+"""Versioned reference data files (see README.md here)."""
