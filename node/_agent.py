@@ -69,9 +69,11 @@ class CoordinatorError(NodeError):
 class PullAgent:
     """Polls the coordinator for jobs and reports their outcomes (see the module docstring)."""
 
-    def __init__(self, context: NodeContext, enrolment: Enrolment) -> None:
+    def __init__(self, context: NodeContext, enrolment: Enrolment, *,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.context = context
         self.enrolment = enrolment
+        self._transport = transport  # tests: an in-process or failing transport
         self.failures = 0
         self._base = f"{enrolment.coordinator_url}/{API_VERSION}"
 
@@ -119,7 +121,7 @@ class PullAgent:
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set."""
         tls = coordinator_tls(self.context)
-        async with httpx.AsyncClient(verify=tls) as client:
+        async with httpx.AsyncClient(verify=tls, transport=self._transport) as client:
             while not stop.is_set():
                 try:
                     await self.step(client)

@@ -102,10 +102,13 @@ def _save(home: Path, enrolment: Enrolment) -> None:
         json.dump(asdict(enrolment), handle, indent=2)
 
 
-def _post(context: NodeContext, url: str, signed: SignedEnvelope) -> httpx.Response:
+def _post(context: NodeContext, url: str, signed: SignedEnvelope,
+          client: httpx.Client | None) -> httpx.Response:
     try:
-        with httpx.Client(verify=coordinator_tls(context), timeout=30.0) as client:
+        if client is not None:
             return client.post(url, json=signed.model_dump(mode="json"))
+        with httpx.Client(verify=coordinator_tls(context), timeout=30.0) as own:
+            return own.post(url, json=signed.model_dump(mode="json"))
     except httpx.HTTPError as exc:
         raise CoordinatorUnreachableError(
             f"cannot reach the coordinator at {url}: {type(exc).__name__}: {exc}") from exc
@@ -119,8 +122,12 @@ def _refusal(response: httpx.Response) -> str:
 
 
 def enrol(*, context: NodeContext, coordinator_url: str, token: str,
-          expected_coordinator_key_id: str | None = None) -> Enrolment:
-    """Enrol with a one-time token; pin the coordinator's key; save the enrolment."""
+          expected_coordinator_key_id: str | None = None,
+          client: httpx.Client | None = None) -> Enrolment:
+    """Enrol with a one-time token; pin the coordinator's key; save the enrolment.
+
+    ``client`` replaces the HTTP client (tests pass one bound to an in-process app).
+    """
     base = coordinator_url.rstrip("/")
     signed = seal_envelope(
         context.private_key, sender=context.settings.node_id, recipient=COORDINATOR_ID,
@@ -129,7 +136,7 @@ def enrol(*, context: NodeContext, coordinator_url: str, token: str,
                        display_name=context.settings.display_name,
                        public_key=context.public_key).model_dump(mode="json"),
     )
-    response = _post(context, f"{base}/{API_VERSION}/enrol", signed)
+    response = _post(context, f"{base}/{API_VERSION}/enrol", signed, client)
     if response.status_code != 200:
         raise EnrolmentRefusedError(f"enrolment refused: {_refusal(response)}")
     reply = SignedEnvelope.model_validate_json(response.content)
@@ -151,7 +158,7 @@ def enrol(*, context: NodeContext, coordinator_url: str, token: str,
     return enrolment
 
 
-def rotate_key(*, context: NodeContext) -> str:
+def rotate_key(*, context: NodeContext, client: httpx.Client | None = None) -> str:
     """Replace the node's key at the coordinator and on disk; return the new key id.
 
     The new key is written to ``<key>.new`` first; it replaces the key file only once the
@@ -173,7 +180,8 @@ def rotate_key(*, context: NodeContext) -> str:
         kind=MessageKind.ROTATE_KEY,
         body=RotateKeyBody(new_public_key=new_public, proof=proof).model_dump(mode="json"),
     )
-    response = _post(context, f"{enrolment.coordinator_url}/{API_VERSION}/keys/rotate", signed)
+    response = _post(context, f"{enrolment.coordinator_url}/{API_VERSION}/keys/rotate", signed,
+                     client)
     if response.status_code != 200:
         pending.unlink()
         raise EnrolmentRefusedError(f"key rotation refused: {_refusal(response)}")
