@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from datetime import datetime, timedelta
 
 import httpx
@@ -74,6 +75,7 @@ class PullAgent:
         self.context = context
         self.enrolment = enrolment
         self._transport = transport  # tests: an in-process or failing transport
+        self._last_contact_note = 0.0
         self.failures = 0
         self._base = f"{enrolment.coordinator_url}/{API_VERSION}"
 
@@ -114,6 +116,8 @@ class PullAgent:
         if response.status_code >= 500:
             raise httpx.HTTPStatusError(f"coordinator error HTTP {response.status_code}",
                                         request=response.request, response=response)
+        if self.failures or time.monotonic() - self._last_contact_note > 5.0:
+            await asyncio.to_thread(self._connected)
         return response
 
     # --- the loop -----------------------------------------------------------------------
@@ -135,7 +139,6 @@ class PullAgent:
         await self._run_pending()
         await self._report(client)
         job = await self._poll(client)
-        await asyncio.to_thread(self._connected)
         if job is not None:
             await asyncio.to_thread(receive_job, context=self.context, spec=job)
             await self._run_pending()
@@ -213,6 +216,7 @@ class PullAgent:
         return row
 
     def _connected(self) -> None:
+        self._last_contact_note = time.monotonic()
         if self.failures:
             log.info("reconnected to the coordinator at %s after %d failed attempt(s)",
                      self.enrolment.coordinator_url, self.failures)
