@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 import httpx
@@ -33,12 +34,15 @@ class ClientError(Exception):
 class CoordinatorClient:
     """Operator access to a coordinator: enrol nodes, run pooled queries and balances."""
 
-    def __init__(self, url: str, token: str, *, timeout: float = 120.0) -> None:
+    def __init__(self, url: str, token: str, *, timeout: float = 180.0,
+                 verify: ssl.SSLContext | bool = True) -> None:
+        """``verify``: an SSL context that trusts the coordinator's certificate, or a bool."""
         self.url = url.rstrip("/")
         self._client = httpx.Client(
             base_url=f"{self.url}/{API_VERSION}",
             headers={"Authorization": f"Bearer {token}"},
             timeout=timeout,
+            verify=verify,
         )
 
     def __enter__(self) -> CoordinatorClient:

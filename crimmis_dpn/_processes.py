@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -65,11 +66,16 @@ def start_service(name: str, args: Sequence[str], *, port: int, log_dir: Path) -
     return ServiceProcess(name, f"http://127.0.0.1:{port}", process, log_path, log)
 
 
-def wait_healthy(services: Sequence[ServiceProcess], *, timeout: float = 90.0) -> None:
-    """Wait until every service answers ``/v1/health``; raise :class:`ServiceError` if not."""
+def wait_healthy(services: Sequence[ServiceProcess], *, timeout: float = 90.0,
+                 verify: ssl.SSLContext | bool = True) -> None:
+    """Wait until every service answers ``/v1/health``; raise :class:`ServiceError` if not.
+
+    ``verify``: TLS verification for HTTPS services (an SSL context trusting the service's
+    certificate, or a bool).
+    """
     deadline = time.monotonic() + timeout
     pending = list(services)
-    with httpx.Client(timeout=2.0) as client:
+    with httpx.Client(timeout=2.0, verify=verify) as client:
         while pending:
             for service in list(pending):
                 if service.process.poll() is not None:
@@ -104,11 +110,11 @@ def stop_services(services: Sequence[ServiceProcess]) -> None:
 
 
 @contextmanager
-def running(services: Sequence[ServiceProcess], *, timeout: float = 90.0
-            ) -> Iterator[Sequence[ServiceProcess]]:
+def running(services: Sequence[ServiceProcess], *, timeout: float = 90.0,
+            verify: ssl.SSLContext | bool = True) -> Iterator[Sequence[ServiceProcess]]:
     """Wait for ``services`` to be healthy; stop them all on exit, whatever happened."""
     try:
-        wait_healthy(services, timeout=timeout)
+        wait_healthy(services, timeout=timeout, verify=verify)
         yield services
     finally:
         stop_services(services)
