@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from typing import Any
 
 import plotly.graph_objects as go
 
@@ -90,7 +91,7 @@ def _series(report: MarketReport) -> list[go.Figure]:
                                           "arrayminus": [p.value - p.low for p in f.points]}))
         fig.update_layout(title=f"{f.commodity}: {f.series} forecast ({f.method})")
         figs.append(fig)
-    by_commodity: dict[str, list] = {}
+    by_commodity: dict[str, list[Any]] = {}
     for p in report.prices:
         by_commodity.setdefault(str(p.commodity), []).append(p)
     for commodity, points in by_commodity.items():
