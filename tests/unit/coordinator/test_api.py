@@ -301,3 +301,14 @@ def test_settings_refuse_a_default_operator_token(tmp_path: Path) -> None:
         f'auditor_token = "{uuid.uuid4().hex}{uuid.uuid4().hex}"\n')
     with pytest.raises(CoordinatorConfigError, match="operator_token is a default or too short"):
         load_settings(home)
+
+
+def test_the_documented_example_settings_refuse_their_placeholder_tokens(tmp_path: Path) -> None:
+    home = tmp_path / "c"
+    home.mkdir()
+    example = Path(__file__).resolve().parents[3] / "deploy" / "examples" / "coordinator.toml"
+    (home / "coordinator.toml").write_text(example.read_text())
+    with pytest.raises(CoordinatorConfigError) as refused:
+        load_settings(home)
+    assert "operator_token: operator_token is a default" in str(refused.value)
+    assert "auditor_token" in str(refused.value)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import node
-from protocols import AggregateQuery
+from protocols import AggregateQuery, DataTier
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -18,6 +18,20 @@ def test_the_documented_example_policy_parses() -> None:
     assert policy.budget.epsilon_per_year == 10.0
     assert [c.commodity for c in policy.coverage] == ["cobalt", "copper"]
     assert policy.coverage[1].countries == ["COD", "ZMB"]
+    assert [(r.mode, r.epsilon_above, r.tiers) for r in policy.approval.rules] == [
+        ("manual", 1.0, None), ("manual", None, ["bulk"])]
+
+
+def test_approval_rules_pick_the_first_match() -> None:
+    policy = node.load_policy(ROOT / "deploy" / "examples" / "policy.toml")
+    base = {"query_id": "0" * 32, "kind": "sum", "commodities": ["cobalt"],
+            "flows": ["production"], "periods": ["2024"],
+            "bounds": {"record_clip": 1, "unit_sum_bound": 1}, "purpose": "test"}
+    cheap = AggregateQuery.model_validate({**base, "epsilon": 0.5})
+    costly = AggregateQuery.model_validate({**base, "epsilon": 1.5})
+    assert policy.approval.mode_for(cheap, DataTier.STANDARDISED) == "automatic"
+    assert policy.approval.mode_for(costly, DataTier.STANDARDISED) == "manual"
+    assert policy.approval.mode_for(cheap, DataTier.BULK) == "manual"
 
 
 def test_a_bad_policy_file_names_the_file_and_the_problem(tmp_path: Path) -> None:
