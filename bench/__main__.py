@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import sys
 
-from bench import consistency, dp_groupby
+from bench import consistency, dp_groupby, synthetic_data
 from bench._harness import Benchmark, main
 
 BENCHMARKS: list[Benchmark] = [
     dp_groupby.BENCHMARK,
     consistency.BENCHMARK,
+    synthetic_data.BENCHMARK,
 ]
 
 if __name__ == "__main__":
