@@ -115,6 +115,12 @@ from coordinator._reference import ReferenceInputs, reference_inputs
 from coordinator._registry import enrol_node, list_nodes, node_addresses
 from coordinator._requests import QueryRequest, QuerySummary, TokenIssued, TokenRequest
 from coordinator._settings import CoordinatorSettings, init_settings, load_settings
+from coordinator._synthetic import (
+    PooledSynthetic,
+    SyntheticCell,
+    compare_balances,
+    synthetic_balance,
+)
 
 __all__ = [
     "BALANCE_FLOWS",
@@ -158,6 +164,7 @@ __all__ = [
     "NodeView",
     "PooledCell",
     "PooledResult",
+    "PooledSynthetic",
     "Provenance",
     "QueryFailedError",
     "QueryRequest",
@@ -169,6 +176,7 @@ __all__ = [
     "RegionTable",
     "SankeyData",
     "SankeyLink",
+    "SyntheticCell",
     "TokenIssued",
     "TokenRequest",
     "Tree",
@@ -179,6 +187,7 @@ __all__ = [
     "balance_queries",
     "build_market_report",
     "choke_point_reasons",
+    "compare_balances",
     "create_app",
     "create_schema",
     "economic_importance",
@@ -235,6 +244,7 @@ __all__ = [
     "substitution_index",
     "sum_error_bar",
     "supply_risk",
+    "synthetic_balance",
     "top_share",
     "trade_parameter",
 ]

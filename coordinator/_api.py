@@ -52,6 +52,7 @@ from coordinator._notify import notifier as job_notifier
 from coordinator._queries import deliver_push_jobs, get_result, wait_for_result
 from coordinator._registry import enrol_node, list_nodes
 from coordinator._requests import QueryRequest, QuerySummary, TokenIssued, TokenRequest
+from coordinator._synthetic import PooledSynthetic
 from protocols import (
     API_VERSION,
     EnvelopeError,
@@ -214,7 +215,7 @@ def create_app(context: CoordinatorContext) -> FastAPI:
         return {"node_id": node_id, "status": "revoked"}
 
     @app.post(f"{V}/queries", dependencies=[operator])
-    async def query(request: QueryRequest) -> PooledResult:
+    async def query(request: QueryRequest) -> PooledResult | PooledSynthetic:
         deadline = request.deadline_seconds or settings.default_deadline_seconds
         submitted = submit_query(engine=engine, query=request.query, quorum=request.quorum,
                                  deadline_seconds=deadline, tier=request.tier)
@@ -244,7 +245,8 @@ def create_app(context: CoordinatorContext) -> FastAPI:
             return [QuerySummary.model_validate(r, from_attributes=True) for r in rows]
 
     @app.get(f"{V}/queries/{{query_id}}", dependencies=[reader])
-    async def result(query_id: str, wait_seconds: float = 0.0) -> PooledResult:
+    async def result(query_id: str, wait_seconds: float = 0.0
+                     ) -> PooledResult | PooledSynthetic:
         if wait_seconds > 0:
             return await wait_for_result(engine=engine, query_id=query_id,
                                          timeout=min(wait_seconds, 600.0))

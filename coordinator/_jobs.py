@@ -20,6 +20,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
@@ -29,15 +30,22 @@ from coordinator._errors import UnknownQueryError
 from coordinator._models import NodeOutcome, NodeStatus, PooledResult
 from coordinator._notify import jobs_queued
 from coordinator._pooling import pool_answers
+from coordinator._synthetic import PooledSynthetic, check_synthetic_answer, pool_synthetic
 from coordinator._verify import check_answer
 from protocols import (
     FINAL_JOB_STATES,
     AggregateQuery,
+    AnyAnswer,
+    AnyQuery,
     DataTier,
     JobSpec,
     JobState,
     SignedAnswer,
+    SignedSyntheticAnswer,
+    SyntheticQuery,
     canonical_json,
+    parse_answer,
+    parse_query,
 )
 
 __all__ = [
@@ -64,13 +72,13 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def _query_text(query: AggregateQuery) -> str:
+def _query_text(query: AnyQuery) -> str:
     return canonical_json(query.model_dump(mode="json")).decode("utf-8")
 
 
-def submit_query(*, engine: Engine, query: AggregateQuery, quorum: int, deadline_seconds: float,
+def submit_query(*, engine: Engine, query: AnyQuery, quorum: int, deadline_seconds: float,
                  tier: DataTier = DataTier.STANDARDISED, requester: str = "operator",
-                 now: datetime | None = None) -> PooledResult:
+                 now: datetime | None = None) -> PooledResult | PooledSynthetic:
     """Queue ``query`` for every active node (idempotent per query id)."""
     now = now or utcnow()
     with Session(engine) as session:
@@ -101,7 +109,7 @@ def submit_query(*, engine: Engine, query: AggregateQuery, quorum: int, deadline
 
 def job_spec(row: JobRow, query: QueryRow) -> JobSpec:
     """The job as the node receives it."""
-    return JobSpec(job_id=row.job_id, query=AggregateQuery.model_validate_json(query.query_json),
+    return JobSpec(job_id=row.job_id, query=parse_query(query.query_json),
                    tier=DataTier(query.tier), requester=query.requester,
                    deadline=_aware(query.deadline))
 
@@ -183,7 +191,7 @@ def record_status(*, engine: Engine, node_id: str, job_id: str, state: JobState,
 
 
 def record_result(*, engine: Engine, node_id: str, public_key: str, job_id: str,
-                  answer: SignedAnswer) -> bool:
+                  answer: AnyAnswer) -> bool:
     """Store a verified answer; ``False`` if this job already had a final outcome.
 
     Raises ``ValueError`` if the answer does not verify or does not match the job's query.
@@ -193,8 +201,14 @@ def record_result(*, engine: Engine, node_id: str, public_key: str, job_id: str,
         query_id = query.query_id
         if JobState(job.state) in FINAL_JOB_STATES:
             return False
-        check_answer(node_id=node_id, public_key=public_key,
-                     query=AggregateQuery.model_validate_json(query.query_json), signed=answer)
+        asked = parse_query(query.query_json)
+        if isinstance(asked, SyntheticQuery) and isinstance(answer, SignedSyntheticAnswer):
+            check_synthetic_answer(node_id=node_id, public_key=public_key, query=asked,
+                                   signed=answer)
+        elif isinstance(asked, AggregateQuery) and isinstance(answer, SignedAnswer):
+            check_answer(node_id=node_id, public_key=public_key, query=asked, signed=answer)
+        else:
+            raise ValueError("the answer is not of the kind the query asks for")
         job.state, job.updated_at = str(JobState.ANSWERED), utcnow()
         job.signed_answer_json = answer.model_dump_json()
         session.add(job)
@@ -222,7 +236,7 @@ def record_refusal(*, engine: Engine, node_id: str, job_id: str, reason: str,
 def _outcome(job: JobRow) -> NodeOutcome:
     state = JobState(job.state)
     if state is JobState.ANSWERED:
-        signed = SignedAnswer.model_validate_json(job.signed_answer_json or "{}")
+        signed = parse_answer(job.signed_answer_json or "{}")
         return NodeOutcome(node_id=job.node_id, status=NodeStatus.ANSWERED,
                            epsilon=signed.answer.epsilon, signed=signed)
     if state is JobState.REFUSED:
@@ -242,11 +256,20 @@ def _jobs(session: Session, query_id: str) -> Sequence[JobRow]:
                         .order_by(col(JobRow.node_id))).all()
 
 
-def _result(session: Session, row: QueryRow) -> PooledResult:
+def _result(session: Session, row: QueryRow) -> PooledResult | PooledSynthetic:
+    query = parse_query(row.query_json)
+    if isinstance(query, SyntheticQuery):
+        if row.result_json is not None:
+            return PooledSynthetic.model_validate_json(row.result_json)
+        return PooledSynthetic(
+            query=query, status=row.status,
+            nodes=[_outcome(j) for j in _jobs(session, row.query_id)],
+            created_at=_aware(row.created_at), quorum=row.quorum,
+            deadline=_aware(row.deadline), error=row.error)
     if row.result_json is not None:
         return PooledResult.model_validate_json(row.result_json)
     return PooledResult(
-        query=AggregateQuery.model_validate_json(row.query_json), status=row.status, cells=[],
+        query=query, status=row.status, cells=[],
         nodes=[_outcome(j) for j in _jobs(session, row.query_id)],
         created_at=_aware(row.created_at), quorum=row.quorum,
         deadline=_aware(row.deadline), error=row.error,
@@ -276,22 +299,30 @@ def finalize_query(*, engine: Engine, query_id: str, now: datetime | None = None
                 job.state, job.updated_at = str(JobState.EXPIRED), now
                 session.add(job)
         outcomes = [_outcome(j) for j in jobs]
-        answers = [o.signed.answer for o in outcomes if o.signed is not None]
-        query = AggregateQuery.model_validate_json(row.query_json)
-        failed = len(answers) < row.quorum
+        signed = [o.signed for o in outcomes if o.signed is not None]
+        query = parse_query(row.query_json)
+        failed = len(signed) < row.quorum
         error = None
         if failed:
             missing = "; ".join(f"{o.node_id}: {o.status}" + (f" ({o.message})" if o.message
                                                             else "")
                                 for o in outcomes if o.status is not NodeStatus.ANSWERED)
-            error = (f"only {len(answers)} of the {row.quorum} answers required arrived "
+            error = (f"only {len(signed)} of the {row.quorum} answers required arrived "
                      f"by the deadline" + (f": {missing}" if missing else ""))
-        result = PooledResult(
-            query=query, status="failed" if failed else "completed",
-            cells=[] if failed else pool_answers(query, answers), nodes=outcomes,
-            created_at=_aware(row.created_at), finished_at=now, quorum=row.quorum,
-            deadline=_aware(row.deadline), error=error,
-        )
+        status = "failed" if failed else "completed"
+        common: dict[str, Any] = {
+            "status": status, "nodes": outcomes, "created_at": _aware(row.created_at),
+            "finished_at": now, "quorum": row.quorum, "deadline": _aware(row.deadline),
+            "error": error}
+        result: PooledResult | PooledSynthetic
+        if isinstance(query, SyntheticQuery):
+            tables = [s for s in signed if isinstance(s, SignedSyntheticAnswer)]
+            rows, extras = pool_synthetic(query, [] if failed else tables)
+            result = PooledSynthetic(query=query, rows=rows, **extras, **common)
+        else:
+            answers = [s.answer for s in signed if isinstance(s, SignedAnswer)]
+            result = PooledResult(query=query, cells=[] if failed else pool_answers(query, answers),
+                                  **common)
         row.status, row.error, row.finished_at = result.status, error, now
         row.result_json = result.model_dump_json()
         session.add(row)
@@ -299,7 +330,7 @@ def finalize_query(*, engine: Engine, query_id: str, now: datetime | None = None
     return True
 
 
-def query_result(*, engine: Engine, query_id: str) -> PooledResult:
+def query_result(*, engine: Engine, query_id: str) -> PooledResult | PooledSynthetic:
     """The query's current state, with its pooled cells once completed."""
     with Session(engine) as session:
         row = session.get(QueryRow, query_id)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from protocols import AggregateQuery, Commodity, PeriodText, SignedAnswer
+from protocols import AggregateQuery, AnyAnswer, Commodity, PeriodText
 
 __all__ = [
     "Balance",
@@ -67,7 +67,7 @@ class NodeOutcome(BaseModel):
     status: NodeStatus
     message: str | None = None
     epsilon: float | None = None
-    signed: SignedAnswer | None = Field(default=None, exclude=True)
+    signed: AnyAnswer | None = Field(default=None, exclude=True)
 
 
 class CellStatus(StrEnum):

@@ -25,12 +25,13 @@ from coordinator._jobs import (
 )
 from coordinator._models import NodeStatus, PooledResult
 from coordinator._registry import node_addresses
+from coordinator._synthetic import PooledSynthetic
 from protocols import AggregateQuery, DataTier
 
 __all__ = ["deliver_push_jobs", "get_result", "run_pooled_query", "wait_for_result"]
 
 
-def get_result(*, engine: Engine, query_id: str) -> PooledResult:
+def get_result(*, engine: Engine, query_id: str) -> PooledResult | PooledSynthetic:
     """The query's current state (raises :class:`UnknownQueryError`)."""
     return query_result(engine=engine, query_id=query_id)
 
@@ -44,6 +45,11 @@ async def deliver_push_jobs(*, engine: Engine, query_id: str, timeout: float) ->
     if not specs:
         return
     query = next(iter(specs.values())).query
+    if not isinstance(query, AggregateQuery):
+        for node_id, spec in specs.items():
+            record_refusal(engine=engine, node_id=node_id, job_id=spec.job_id,
+                           reason="refused", message="push mode carries aggregate queries only")
+        return
     addresses = node_addresses(engine=engine, node_ids=list(specs))
     keys = {a.node_id: a.public_key for a in addresses}
     for outcome in await fan_out(nodes=addresses, query=query, timeout=timeout):
@@ -58,7 +64,7 @@ async def deliver_push_jobs(*, engine: Engine, query_id: str, timeout: float) ->
 
 
 async def wait_for_result(*, engine: Engine, query_id: str, timeout: float,
-                          interval: float = 0.25) -> PooledResult:
+                          interval: float = 0.25) -> PooledResult | PooledSynthetic:
     """Wait until the query is finished (or ``timeout`` passes) and return its state."""
     deadline = time.monotonic() + timeout
     while True:
@@ -77,7 +83,9 @@ async def run_pooled_query(*, engine: Engine, query: AggregateQuery, timeout: fl
     """
     submitted = submit_query(engine=engine, query=query, quorum=quorum,
                              deadline_seconds=timeout, tier=tier, requester=requester)
-    if submitted.status in ("completed", "failed"):
-        return submitted
-    await deliver_push_jobs(engine=engine, query_id=query.query_id, timeout=timeout)
-    return await wait_for_result(engine=engine, query_id=query.query_id, timeout=timeout + 1)
+    if submitted.status not in ("completed", "failed"):
+        await deliver_push_jobs(engine=engine, query_id=query.query_id, timeout=timeout)
+        submitted = await wait_for_result(engine=engine, query_id=query.query_id,
+                                          timeout=timeout + 1)
+    assert isinstance(submitted, PooledResult)  # an aggregate query pools into cells
+    return submitted

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from protocols import AggregateQuery, DataTier
+from protocols import AggregateQuery, DataTier, SyntheticQuery
 
 __all__ = ["QueryRequest", "QuerySummary", "TokenIssued", "TokenRequest"]
 
@@ -17,7 +17,8 @@ class QueryRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    query: AggregateQuery
+    query: AggregateQuery | SyntheticQuery = Field(
+        description="an aggregate query, or a synthetic-data query (tier bulk)")
     quorum: Annotated[int, Field(ge=1, le=10_000)] = 3
     deadline_seconds: Annotated[float | None, Field(gt=0, le=7 * 86400)] = None
     tier: DataTier = DataTier.STANDARDISED

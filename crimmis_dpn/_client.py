@@ -13,12 +13,13 @@ from coordinator import (
     EnrolRequest,
     NodeView,
     PooledResult,
+    PooledSynthetic,
     QueryRequest,
     QuerySummary,
     TokenIssued,
     TokenRequest,
 )
-from protocols import API_VERSION, AggregateQuery, ErrorBody
+from protocols import API_VERSION, AggregateQuery, DataTier, ErrorBody, SyntheticQuery
 
 __all__ = ["ClientError", "CoordinatorClient"]
 
@@ -114,6 +115,15 @@ class CoordinatorClient:
         request = QueryRequest(query=query, quorum=quorum, deadline_seconds=deadline_seconds,
                                wait_seconds=wait_seconds)
         return PooledResult.model_validate(
+            self._request("POST", "/queries", json=request.model_dump(mode="json")))
+
+    def synthetic(self, query: SyntheticQuery, *, quorum: int = 3,
+                  deadline_seconds: float | None = None, wait_seconds: float = 300.0
+                  ) -> PooledSynthetic:
+        """Ask every node for a DP synthetic table (tier bulk) and wait for the pooled one."""
+        request = QueryRequest(query=query, quorum=quorum, deadline_seconds=deadline_seconds,
+                               tier=DataTier.BULK, wait_seconds=wait_seconds)
+        return PooledSynthetic.model_validate(
             self._request("POST", "/queries", json=request.model_dump(mode="json")))
 
     def balance(self, request: BalanceRequest) -> Balance:

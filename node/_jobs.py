@@ -18,7 +18,17 @@ from node._errors import BudgetExceededError, NodeError, QueryRefusedError
 from node._home import NodeContext
 from node._policy import check_query
 from node._release import answer_query
-from protocols import AggregateQuery, DataTier, JobSpec, JobState, SignedAnswer, canonical_json
+from node._synthetic_release import check_synthetic, release_synthetic
+from protocols import (
+    AnyAnswer,
+    DataTier,
+    JobSpec,
+    JobState,
+    SyntheticQuery,
+    canonical_json,
+    parse_answer,
+    parse_query,
+)
 
 __all__ = [
     "REPORTABLE_STATES",
@@ -66,7 +76,10 @@ def receive_job(*, context: NodeContext, spec: JobSpec) -> JobRow:
             deadline=spec.deadline,
         )
         try:
-            check_query(context.policy, query)
+            if isinstance(query, SyntheticQuery):
+                check_synthetic(context.policy, query, DataTier(spec.tier))
+            else:
+                check_query(context.policy, query)
         except QueryRefusedError as exc:
             row.state, row.outcome_reason, row.outcome_message = (
                 str(JobState.REFUSED), "query_refused", str(exc))
@@ -87,13 +100,17 @@ def run_job(*, context: NodeContext, job_id: str, now: datetime | None = None) -
         row = session.get(JobRow, job_id)
         if row is None or row.state != JobState.RUNNING:
             raise JobNotFoundError(f"no running job {job_id}")
-        query = AggregateQuery.model_validate_json(row.query_json)
+        query = parse_query(row.query_json)
+        tier = DataTier(row.tier)
         deadline = _aware(row.deadline)
     if now >= deadline:
         return _finish(context.engine, job_id, JobState.EXPIRED, "expired",
                        f"deadline {deadline.isoformat()} passed before the job ran")
     try:
-        answer_query(context=context, query=query)
+        if isinstance(query, SyntheticQuery):
+            release_synthetic(context=context, query=query, tier=tier)
+        else:
+            answer_query(context=context, query=query)
     except BudgetExceededError as exc:
         return _finish(context.engine, job_id, JobState.REFUSED, "budget_exceeded", str(exc))
     except QueryRefusedError as exc:
@@ -116,13 +133,13 @@ def _finish(engine: Engine, job_id: str, state: JobState, reason: str | None,
         return row
 
 
-def stored_answer(*, engine: Engine, query_id: str) -> SignedAnswer:
-    """The signed answer released for ``query_id``."""
+def stored_answer(*, engine: Engine, query_id: str) -> AnyAnswer:
+    """The signed (aggregate or synthetic) answer released for ``query_id``."""
     with Session(engine) as session:
         release = session.get(ReleaseRow, query_id)
         if release is None:
             raise JobNotFoundError(f"no release for query {query_id}")
-        return SignedAnswer.model_validate_json(release.answer_json)
+        return parse_answer(release.answer_json)
 
 
 def runnable_jobs(*, engine: Engine) -> list[str]:

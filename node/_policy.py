@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from node._errors import NodeConfigError, QueryRefusedError
 from protocols import (
     AggregateQuery,
+    AnyQuery,
     Commodity,
     CoverageEntry,
     DataTier,
@@ -31,6 +32,10 @@ __all__ = [
 ]
 
 
+#: Parts of a synthetic release's evaluation a node may send with it.
+EvaluationPart = Literal["quality", "risks", "dcr"]
+
+
 class BudgetPolicy(BaseModel):
     """Privacy budget: pure-DP epsilon per accounting (calendar) year of the data."""
 
@@ -49,6 +54,14 @@ class ReleasePolicy(BaseModel):
     allowed_commodities: list[Commodity] = Field(default_factory=lambda: list(Commodity))
     allowed_flows: list[Flow] = Field(default_factory=lambda: list(Flow))
     allowed_kinds: list[QueryKind] = Field(default_factory=lambda: list(QueryKind))
+    synthetic_tiers: list[DataTier] = Field(
+        default_factory=list,
+        description="data tiers this node answers with DP synthetic records (none: opt in)",
+    )
+    synthetic_evaluation: list[EvaluationPart] = Field(
+        default_factory=lambda: list[EvaluationPart](("quality", "risks")),
+        description="evaluation scores released with a synthetic table (not DP; rounded)",
+    )
 
 
 class ApprovalRule(BaseModel):
@@ -59,15 +72,20 @@ class ApprovalRule(BaseModel):
     mode: Literal["automatic", "manual"]
     commodities: list[Commodity] | None = None
     flows: list[Flow] | None = None
-    kinds: list[QueryKind] | None = None
+    kinds: list[QueryKind | Literal["synthetic"]] | None = None
     tiers: list[DataTier] | None = None
     epsilon_above: Annotated[float | None, Field(ge=0)] = None
 
-    def matches(self, query: AggregateQuery, tier: DataTier) -> bool:
-        """Whether a job with this query and tier meets every condition of the rule."""
+    def matches(self, query: AnyQuery, tier: DataTier) -> bool:
+        """Whether a job with this query and tier meets every condition of the rule.
+
+        A synthetic query has no flows: a rule naming flows matches it when it names them
+        all (a synthetic table holds every flow of the declared coverage).
+        """
+        flows = set(query.flows) if isinstance(query, AggregateQuery) else set(Flow)
         return (
             (self.commodities is None or bool(set(query.commodities) & set(self.commodities)))
-            and (self.flows is None or bool(set(query.flows) & set(self.flows)))
+            and (self.flows is None or bool(flows & set(self.flows)))
             and (self.kinds is None or query.kind in self.kinds)
             and (self.tiers is None or tier in self.tiers)
             and (self.epsilon_above is None or query.epsilon > self.epsilon_above)
@@ -82,7 +100,7 @@ class ApprovalPolicy(BaseModel):
     default: Literal["automatic", "manual"] = "automatic"
     rules: list[ApprovalRule] = Field(default_factory=list)
 
-    def mode_for(self, query: AggregateQuery, tier: DataTier) -> str:
+    def mode_for(self, query: AnyQuery, tier: DataTier) -> str:
         """``automatic`` or ``manual`` for a job."""
         for rule in self.rules:
             if rule.matches(query, tier):
@@ -164,6 +182,10 @@ min_contributors = {r.min_contributors}
 allowed_commodities = {_toml_list([str(c) for c in r.allowed_commodities])}
 allowed_flows = {_toml_list([str(f) for f in r.allowed_flows])}
 allowed_kinds = {_toml_list([str(k) for k in r.allowed_kinds])}
+# Tiers answered with DP synthetic records (e.g. ["bulk"]); empty: never.
+synthetic_tiers = {_toml_list([str(t) for t in r.synthetic_tiers])}
+# Evaluation scores sent with a synthetic table: "quality", "risks", "dcr" (not DP).
+synthetic_evaluation = {_toml_list(list(r.synthetic_evaluation))}
 
 [approval]
 # "automatic": answer jobs at once; "manual": hold them until `dpn node approve ID`.

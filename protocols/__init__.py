@@ -5,7 +5,7 @@ Modules (private, re-exported here):
 
 * data standard: code lists (``_codes``), countries (``_countries``), periods (``_periods``),
   units (``_units``), the reporting record (``_record``), declared coverage (``_coverage``);
-* wire models of API v1 (``_wire``);
+* wire models of API v1 (``_wire``) and of synthetic releases (``_synthetic``);
 * DP mechanisms and error bars (``_dp``);
 * Ed25519 signatures over canonical JSON (``_signing``), signed envelopes and the pull
   protocol's stages (``_envelope``) and job bodies (``_jobs``);
@@ -61,6 +61,8 @@ from protocols._errors import (
 )
 from protocols._jobs import (
     FINAL_JOB_STATES,
+    AnyAnswer,
+    AnyQuery,
     DataTier,
     EnrolBody,
     EnrolledBody,
@@ -71,6 +73,8 @@ from protocols._jobs import (
     ResultBody,
     RotateKeyBody,
     StatusBody,
+    parse_answer,
+    parse_query,
 )
 from protocols._periods import Period, parse_period
 from protocols._record import CountryCode, PeriodText, ReportingRecord
@@ -84,6 +88,12 @@ from protocols._signing import (
     public_key_b64,
     sign,
     verify,
+)
+from protocols._synthetic import (
+    SYNTHETIC_COLUMNS,
+    SignedSyntheticAnswer,
+    SyntheticAnswer,
+    SyntheticQuery,
 )
 from protocols._units import MASS_UNITS, PRICE_UNITS, normalise_price, normalise_quantity
 from protocols._wire import (
@@ -110,8 +120,11 @@ __all__ = [
     "MASS_UNITS",
     "MAX_CELLS",
     "PRICE_UNITS",
+    "SYNTHETIC_COLUMNS",
     "TRADE_FLOWS",
     "AggregateQuery",
+    "AnyAnswer",
+    "AnyQuery",
     "Basis",
     "Bounds",
     "Commodity",
@@ -152,9 +165,12 @@ __all__ = [
     "SignatureError",
     "SignedAnswer",
     "SignedEnvelope",
+    "SignedSyntheticAnswer",
     "Stage",
     "StandardError",
     "StatusBody",
+    "SyntheticAnswer",
+    "SyntheticQuery",
     "UnitConversionError",
     "UnknownCodeError",
     "all_country_codes",
@@ -174,9 +190,11 @@ __all__ = [
     "normalise_price",
     "normalise_quantity",
     "open_envelope",
+    "parse_answer",
     "parse_code",
     "parse_country",
     "parse_period",
+    "parse_query",
     "private_key_pem",
     "public_key_b64",
     "seal_envelope",

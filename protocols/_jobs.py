@@ -12,12 +12,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from protocols._synthetic import SignedSyntheticAnswer, SyntheticQuery
 from protocols._wire import AggregateQuery, SignedAnswer
 
 __all__ = [
     "FINAL_JOB_STATES",
+    "AnyAnswer",
+    "AnyQuery",
     "DataTier",
     "EnrolBody",
     "EnrolledBody",
@@ -28,9 +31,28 @@ __all__ = [
     "ResultBody",
     "RotateKeyBody",
     "StatusBody",
+    "parse_answer",
+    "parse_query",
 ]
 
 _HEX32 = r"^[0-9a-f]{32}$"
+
+
+#: Any query a job can carry, and any signed answer to one.
+AnyQuery = AggregateQuery | SyntheticQuery
+AnyAnswer = SignedAnswer | SignedSyntheticAnswer
+_QUERIES: TypeAdapter[AnyQuery] = TypeAdapter(AnyQuery)
+_ANSWERS: TypeAdapter[AnyAnswer] = TypeAdapter(AnyAnswer)
+
+
+def parse_query(text: str | bytes) -> AnyQuery:
+    """An aggregate or synthetic query from its JSON."""
+    return _QUERIES.validate_json(text)
+
+
+def parse_answer(text: str | bytes) -> AnyAnswer:
+    """A signed aggregate or synthetic answer from its JSON."""
+    return _ANSWERS.validate_json(text)
 
 
 class JobState(StrEnum):
@@ -61,7 +83,7 @@ class JobSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     job_id: Annotated[str, Field(pattern=_HEX32)]
-    query: AggregateQuery
+    query: AggregateQuery | SyntheticQuery
     tier: DataTier = DataTier.STANDARDISED
     requester: Annotated[str, Field(min_length=1, max_length=100)]
     deadline: datetime
@@ -111,7 +133,7 @@ class ResultBody(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     job_id: Annotated[str, Field(pattern=_HEX32)]
-    answer: SignedAnswer
+    answer: SignedAnswer | SignedSyntheticAnswer
 
 
 class RefusalBody(BaseModel):

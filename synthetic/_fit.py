@@ -70,6 +70,16 @@ class FittedSynthesizer:
     privacy: PrivacySpent
     _model: CopulaModel | TreeModel
 
+    @property
+    def estimated_rows(self) -> float:
+        """The DP estimate of the number of (contribution-bounded) training rows.
+
+        Post-processing of the released marginals (no further privacy cost); a consumer
+        that sums synthetic quantities weights each of ``n`` sampled rows by
+        ``estimated_rows / n``.
+        """
+        return float(self._model.estimated_rows)
+
     def sample(self, n: int, *, seed: int | None = None) -> pl.DataFrame:
         """``n`` synthetic rows of :data:`synthetic.COLUMNS`, each valid under the standard.
 

@@ -80,6 +80,7 @@ class CopulaModel:
     orders: tuple[np.ndarray, ...]  # category codes from lowest to highest score
     correlation: np.ndarray
     score_norm_bound: float
+    estimated_rows: float = 1.0  # noisy number of (bounded) training rows, from the marginals
 
     def sample_codes(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` rows of codes: Gaussian draws with the correlation, through each CDF."""
@@ -150,8 +151,8 @@ def fit_copula(codes: np.ndarray, *, sizes: Sequence[int], names: Sequence[str],
     row alone and the product sums have the sensitivity of :func:`copula_sensitivity`.
     """
     d = codes.shape[1]
-    marginals, _ = _marginals(codes, sizes, names, acct, k=k,
-                              budget=acct.total * marginal_fraction)
+    marginals, estimated_rows = _marginals(codes, sizes, names, acct, k=k,
+                                           budget=acct.total * marginal_fraction)
     orders, tables = _score_tables(marginals, ordered)
     bound = math.sqrt(2.0 * d)
     sums = copula_product_sums(codes, tables, bound)
@@ -167,7 +168,7 @@ def fit_copula(codes: np.ndarray, *, sizes: Sequence[int], names: Sequence[str],
     corr = np.where(np.outer(valid, valid), full / denom, 0.0)
     np.fill_diagonal(corr, 1.0)
     corr = _nearest_correlation(np.clip(corr, -1.0, 1.0))
-    return CopulaModel(tuple(marginals), tuple(orders), corr, bound)
+    return CopulaModel(tuple(marginals), tuple(orders), corr, bound, estimated_rows)
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,7 @@ class TreeModel:
     root: int
     edges: tuple[tuple[int, int, np.ndarray], ...]
     selected: tuple[tuple[int, int], ...]
+    estimated_rows: float = 1.0  # noisy number of (bounded) training rows, from the marginals
 
     def sample_codes(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` rows: the root from its marginal, then each child given its parent."""
@@ -264,4 +266,4 @@ def fit_mst(codes: np.ndarray, *, sizes: Sequence[int], names: Sequence[str],
             edges.append((node, other, cond))
             seen.add(other)
             frontier.append(other)
-    return TreeModel(tuple(marginals), root, tuple(edges), tuple(selected))
+    return TreeModel(tuple(marginals), root, tuple(edges), tuple(selected), total)

@@ -245,6 +245,75 @@ def balance(
         console.print(f"written to {output}")
 
 
+@coordinator_app.command("synthetic")
+def synthetic(
+    commodity: Annotated[list[str], typer.Option(help="commodity code (repeatable)")],
+    year: Annotated[int, typer.Option(help="calendar year: monthly records of this year")],
+    epsilon: Annotated[float, typer.Option(help="epsilon each node spends on its table")] = 1.0,
+    rows: Annotated[int, typer.Option(help="synthetic rows per node")] = 5000,
+    quantity_max: Annotated[float, typer.Option(
+        help="public clipping bound of a record's quantity, tonnes")] = 10_000.0,
+    method: Annotated[str, typer.Option(help="dp_copula or mst")] = "dp_copula",
+    quorum: Annotated[int, typer.Option(help="tables needed")] = 3,
+    output: Annotated[Path, typer.Option(help="write the pooled rows here (.parquet/.csv)")] = Path(
+        "synthetic.parquet"),
+    compare_balance: Annotated[Path | None, typer.Option(
+        help="a balance JSON (from `dpn coordinator balance --output`) to compare with")] = None,
+    home: Home = Path("dpn-coordinator"), url: Url = None, token: Token = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary")] = False,
+) -> None:
+    """Pool DP synthetic tables (data tier bulk) from the nodes that release them.
+
+    Example: dpn coordinator synthetic --commodity cobalt --year 2024 --output co.parquet
+    """
+    import uuid
+
+    import polars as pl
+
+    from coordinator import Balance, compare_balances, synthetic_balance
+    from protocols import SyntheticQuery
+
+    with reported_errors():
+        query = SyntheticQuery.model_validate({
+            "query_id": uuid.uuid4().hex, "method": method, "commodities": commodity,
+            "periods": [f"{year}-{m:02d}" for m in range(1, 13)], "epsilon": epsilon,
+            "rows": rows, "quantity_max_t": quantity_max,
+            "purpose": "pooled synthetic dataset"})
+        with _client(home, url, token) as client:
+            pooled = client.synthetic(query, quorum=quorum)
+    if pooled.status != "completed":
+        raise fail(f"synthetic query {pooled.status}: {pooled.error}", ExitCode.REFUSED)
+    frame = pl.DataFrame(pooled.rows, schema=pooled.columns, orient="row",
+                         infer_schema_length=None)
+    if output.suffix == ".csv":
+        frame.write_csv(output)
+    else:
+        frame.write_parquet(output)
+    cells = []
+    for code in commodity:
+        cells += synthetic_balance(pooled, commodity=code, year=year)
+    if compare_balance is not None:
+        cells = compare_balances(cells, Balance.model_validate_json(compare_balance.read_text()))
+    if as_json:
+        console.print_json(json.dumps({
+            "query_id": query.query_id, "rows": frame.height, "output": str(output),
+            "epsilon_by_node": pooled.epsilon_by_node,
+            "evaluation_by_node": pooled.evaluation_by_node,
+            "balance": [c.model_dump(mode="json") for c in cells]}))
+        return
+    console.print(f"{frame.height:,} synthetic rows from {len(pooled.epsilon_by_node)} node(s) "
+                  f"written to {output}")
+    table = Table(title="balance from synthetic data (tonnes; weighted sums)")
+    for column in ("country", "stage", "flow", "synthetic", "aggregate ± 95%"):
+        table.add_column(column)
+    for c in cells:
+        agg = (f"{c.aggregate:,.0f} ± {c.aggregate_ci95 or 0:,.0f}" if c.aggregate is not None
+               else "")
+        table.add_row(c.country, c.stage, c.flow,
+                      f"{c.synthetic:,.0f}" if c.synthetic is not None else str(c.status), agg)
+    console.print(table)
+
+
 def _register_report() -> None:
     from crimmis_dpn.cli._report import register_report_commands
 

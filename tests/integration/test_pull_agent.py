@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,16 +20,25 @@ import node
 from coordinator import (
     CoordinatorContext,
     NodeStatus,
+    PooledSynthetic,
     create_app,
     finalize_query,
     init_coordinator,
     issue_enrolment_token,
     query_result,
     submit_query,
+    synthetic_balance,
 )
 from coordinator._db import JobRow as CoordinatorJob
 from node._db import JobRow as NodeJob
-from protocols import AggregateQuery, CoverageEntry, JobState
+from protocols import (
+    SYNTHETIC_COLUMNS,
+    AggregateQuery,
+    CoverageEntry,
+    DataTier,
+    JobState,
+    SyntheticQuery,
+)
 from tests.unit.node.conftest import cobalt_query, insert_records, make_record
 
 URL = "http://coordinator.test"
@@ -259,3 +269,62 @@ def test_a_forged_job_is_refused_by_the_node(pool: Pool, caplog: pytest.LogCaptu
         asyncio.run(poll_once())
     assert "refused a message from the coordinator" in caplog.text
     assert node.list_jobs(engine=first.engine) == []
+
+
+def _synthetic_query(**overrides: Any) -> SyntheticQuery:
+    fields: dict[str, Any] = {
+        "query_id": uuid.uuid4().hex, "commodities": ["cobalt"],
+        "periods": [f"2024-{m:02d}" for m in range(1, 13)], "epsilon": 1.0, "rows": 400,
+        "quantity_max_t": 1000.0, "purpose": "synthetic pool"}
+    fields.update(overrides)
+    return SyntheticQuery.model_validate(fields)
+
+
+def _many_records(context: node.NodeContext, index: int) -> None:
+    insert_records(context, [
+        make_record(f"s{index}-{site}-{month}", period=f"2024-{month:02d}",
+                    quantity_t=50.0 + 10 * site + index, unit=f"site:{index}-{site}",
+                    country="COD" if site % 2 else "ZMB")
+        for site in range(8) for month in range(1, 13)])
+
+
+def test_synthetic_tables_are_released_charged_and_pooled(pool: Pool) -> None:
+    for index, context in enumerate(pool.nodes):
+        _many_records(context, index)
+        context.policy.release.synthetic_tiers = [DataTier.BULK]
+    pool.nodes[2].policy.approval.default = "automatic"
+    query = _synthetic_query()
+    submit_query(engine=pool.hub.engine, query=query, quorum=3, deadline_seconds=60,
+                 tier=DataTier.BULK)
+    for context in pool.nodes:
+        assert pool.step(context) is not None
+    pooled = query_result(engine=pool.hub.engine, query_id=query.query_id)
+    assert isinstance(pooled, PooledSynthetic)
+    assert pooled.status == "completed", pooled.error
+    assert len(pooled.rows) == 3 * 400
+    assert pooled.columns == [*SYNTHETIC_COLUMNS, "weight"]
+    assert pooled.epsilon_by_node == {"miner-0": 1.0, "miner-1": 1.0, "miner-2": 1.0}
+    assert set(pooled.evaluation_by_node["miner-0"]) == {"quality", "privacy_risk"}
+    assert [spent(c) for c in pool.nodes] == [{2024: 1.0}] * 3
+    weights = {round(r[-1], 6) for r in pooled.rows}
+    assert all(w > 0 for w in weights)
+
+    cells = synthetic_balance(pooled, commodity="cobalt", year=2024)
+    production = {c.country: c for c in cells if c.flow == "production"}
+    assert set(production) <= {"COD", "ZMB"} and production
+    # 3 nodes x 96 bounded training rows (4 per site-year kept; 80% train) of 50-130 t
+    for cell in production.values():
+        assert cell.status == "published" and cell.synthetic is not None
+        assert 0 < cell.synthetic < 3 * 96 * 140
+
+
+def test_a_node_that_has_not_opted_in_refuses_synthetic_jobs(pool: Pool) -> None:
+    first = pool.nodes[0]
+    query = _synthetic_query()
+    submit_query(engine=pool.hub.engine, query=query, quorum=1, deadline_seconds=60,
+                 tier=DataTier.BULK)
+    pool.step(first)
+    job = pool.coordinator_jobs(query.query_id)["miner-0"]
+    assert (job.state, job.refusal_reason) == (JobState.REFUSED, "query_refused")
+    assert "does not release synthetic data for tier bulk" in (job.message or "")
+    assert spent(first) == {}

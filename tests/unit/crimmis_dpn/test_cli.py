@@ -82,3 +82,11 @@ def test_a_balance_period_that_is_not_a_period_exits_2(tmp_path: Path) -> None:
                                  "--token", "t" * 40])
     assert result.exit_code == 2
     assert "period: period 'last year' is not a period" in result.output
+
+
+def test_synthetic_against_an_unreachable_coordinator_exits_5() -> None:
+    result = runner.invoke(app, ["coordinator", "synthetic", "--commodity", "cobalt",
+                                 "--year", "2024", "--url", "http://127.0.0.1:9",
+                                 "--token", "t" * 40])
+    assert result.exit_code == 5
+    assert "cannot reach the coordinator at http://127.0.0.1:9" in result.output

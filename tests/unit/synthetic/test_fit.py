@@ -214,3 +214,17 @@ def test_split_holdout_separates_units(records: pl.DataFrame) -> None:
     train, holdout = split_holdout(records, fraction=0.25, seed=1)
     assert train.height + holdout.height == records.height
     assert not set(train["contribution_unit"]) & set(holdout["contribution_unit"])
+
+
+@pytest.mark.parametrize("method", ["dp_copula", "mst"])
+def test_estimated_rows_is_close_to_the_bounded_training_rows(
+    method: str, records: pl.DataFrame, domain: PublicDomain
+) -> None:
+    from synthetic import bound_contributions, fit_synthesizer
+
+    _, inside = domain.encode(records)
+    bounded = bound_contributions(records.filter(pl.Series(inside)), rows_per_unit=4)
+    fitted = fit_synthesizer(records, method=method, epsilon=8.0, domain=domain,
+                             rows_per_unit=4)
+    # the median of the noisy marginal totals: at epsilon 8 within a few percent
+    assert abs(fitted.estimated_rows - bounded.height) < 0.05 * bounded.height
