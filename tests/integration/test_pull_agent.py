@@ -328,3 +328,17 @@ def test_a_node_that_has_not_opted_in_refuses_synthetic_jobs(pool: Pool) -> None
     assert (job.state, job.refusal_reason) == (JobState.REFUSED, "query_refused")
     assert "does not release synthetic data for tier bulk" in (job.message or "")
     assert spent(first) == {}
+
+
+def test_key_rotation_replaces_the_key_on_both_sides(pool: Pool) -> None:
+    first = pool.nodes[0]
+    old_key_id = first.key_id
+    with TestClient(pool.app, base_url=URL) as client:
+        new_key_id = node.rotate_key(context=first, client=client)
+    assert new_key_id != old_key_id and first.key_id == new_key_id
+    assert node.open_node(first.home).key_id == new_key_id  # the key file was replaced
+    assert not (first.home / "node_key.pem.new").exists()
+    query = cobalt_query(flows=["production"], group_by=["country"])
+    pool.submit(query, quorum=1)
+    assert pool.step(first) is not None  # polls and results verify against the new key
+    assert pool.coordinator_jobs(query.query_id)["miner-0"].state == JobState.ANSWERED
