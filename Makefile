@@ -24,7 +24,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy protocols node coordinator crimmis_dpn
+	$(BIN)/mypy protocols node coordinator crimmis_dpn synthetic
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -49,10 +49,13 @@ from coordinator._jobs import (
 )
 from coordinator._models import Balance, BalanceRequest, EnrolRequest, NodeView, PooledResult
 from coordinator._notify import notifier as job_notifier
+from coordinator._observability import RequestIdMiddleware
+from coordinator._ops import metrics_of, ops_router
 from coordinator._queries import deliver_push_jobs, get_result, wait_for_result
 from coordinator._registry import enrol_node, list_nodes
 from coordinator._requests import QueryRequest, QuerySummary, TokenIssued, TokenRequest
 from coordinator._synthetic import PooledSynthetic
+from coordinator._web import dashboard_router
 from protocols import (
     API_VERSION,
     EnvelopeError,
@@ -130,6 +133,9 @@ def create_app(context: CoordinatorContext) -> FastAPI:
 
     app = FastAPI(title="crimmis-dpn coordinator", version=API_VERSION, lifespan=lifespan,
                   description="Pools nodes' differentially private answers.")
+    app.add_middleware(RequestIdMiddleware, context=context, metrics_of=metrics_of,
+                       service="coordinator")
+    app.include_router(ops_router(context))
     tokens = {
         "operator": settings.operator_token.get_secret_value().encode("utf-8"),
         "auditor": settings.auditor_token.get_secret_value().encode("utf-8"),
@@ -310,6 +316,7 @@ def create_app(context: CoordinatorContext) -> FastAPI:
         return seal_for_node(context, signed.envelope.sender, MessageKind.ACK,
                              {"key_id": new_key_id})
 
+    app.include_router(dashboard_router(context))
     return app
 
 

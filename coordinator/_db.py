@@ -125,5 +125,11 @@ def make_engine(url: str) -> Engine:
 
 
 def create_schema(*, engine: Engine) -> None:
-    """Create the coordinator's tables if they do not exist."""
-    CoordinatorTable.metadata.create_all(engine)
+    """Bring the coordinator's tables to the newest schema (Alembic, ``coordinator._schema``).
+
+    Safe on every start: a database already up to date is only read; one created by the old
+    ``create_all`` is stamped at the baseline and upgraded with its data.
+    """
+    from coordinator._schema import upgrade_to_head
+
+    upgrade_to_head(engine)

@@ -22,7 +22,10 @@ from node._budget import budget_status
 from node._enrolment import load_enrolment
 from node._errors import BudgetExceededError, NodeError, QueryRefusedError
 from node._home import NodeContext
+from node._observability import RequestIdMiddleware
+from node._ops import metrics_of, ops_router
 from node._release import answer_query
+from node._web import admin_router
 from protocols import API_VERSION, AggregateQuery, ErrorBody, NodeInfo, SignedAnswer
 
 __all__ = ["create_app"]
@@ -69,6 +72,8 @@ def create_app(context: NodeContext, *, run_agent: bool = True) -> FastAPI:
                     "In pull mode the node connects out to the coordinator; this API serves "
                     "health, identity, and (development) push queries.",
     )
+    app.add_middleware(RequestIdMiddleware, context=context, metrics_of=metrics_of, service="node")
+    app.include_router(ops_router(context))
     token = context.settings.access_token.get_secret_value().encode("utf-8")
 
     def require_coordinator(
@@ -134,6 +139,7 @@ def create_app(context: NodeContext, *, run_agent: bool = True) -> FastAPI:
             )
         ]
 
+    app.include_router(admin_router(context))
     return app
 
 

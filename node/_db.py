@@ -188,5 +188,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 
 def create_schema(*, engine: Engine) -> None:
-    """Create the node's tables if they do not exist."""
-    NodeTable.metadata.create_all(engine)
+    """Bring the node's tables to the newest schema (Alembic migrations, see ``node._schema``).
+
+    Safe on every start: a database already up to date is only read; one created by the old
+    ``create_all`` is stamped at the baseline and upgraded with its data.
+    """
+    from node._schema import upgrade_to_head
+
+    upgrade_to_head(engine)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -46,6 +47,22 @@ class NodeSettings(BaseSettings):
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     environment: Literal["production", "development"] = "production"
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description='"json": one JSON object per log line with a request id (production); '
+                    '"text": plain lines',
+    )
+    metrics_enabled: bool = Field(default=True, description="serve Prometheus metrics at /metrics")
+    metrics_token: SecretStr | None = Field(
+        default=None, description="bearer token Prometheus presents at /metrics (>= 32 chars)"
+    )
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _strong_metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_secret_strength(value.get_secret_value(), name="metrics_token")
+        return value
 
     @field_validator("access_token")
     @classmethod
@@ -79,10 +96,25 @@ def load_settings(home: Path) -> NodeSettings:
             )
 
     try:
-        return NodeSettings.model_validate(
+        settings = NodeSettings.model_validate(
             _FromHome().model_dump()  # type: ignore[call-arg]
         )
     except ValidationError as exc:
         raise NodeConfigError(
             f"invalid settings in {path} or DPN_NODE_*: {describe_validation_error(exc)}"
         ) from exc
+    _check_tls_key(home, settings)
+    return settings
+
+
+def _check_tls_key(home: Path, settings: NodeSettings) -> None:
+    """Outside development, refuse a TLS private key that other users can read."""
+    if settings.tls_key_file is None or settings.environment == "development":
+        return
+    key = Path(settings.tls_key_file)
+    key = key if key.is_absolute() else home / key
+    if key.is_file() and stat.S_IMODE(key.stat().st_mode) & 0o077:
+        raise NodeConfigError(
+            f"TLS key {key} is readable by other users (mode "
+            f"{stat.S_IMODE(key.stat().st_mode):o}); run: chmod 600 {key}"
+        )

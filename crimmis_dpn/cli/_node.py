@@ -109,12 +109,13 @@ def serve(
 
     import uvicorn
 
-    from node import create_app, load_enrolment, open_node
+    from node import create_app, create_schema, load_enrolment, open_node
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                                                    "%(message)s")
     with reported_errors():
         context = open_node(home)
+        create_schema(engine=context.engine)  # migrate an upgraded node before serving
         enrolment = load_enrolment(home)
     if enrolment is None:
         console.print("[yellow]not enrolled: serving the local API only; enrol with "

@@ -1,0 +1,1 @@
+"""Revisions of the coordinator's schema, oldest first (``down_revision`` chains them)."""

@@ -1,0 +1,1 @@
+"""Revisions of the node's schema, oldest first (``down_revision`` chains them)."""
