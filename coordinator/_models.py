@@ -6,9 +6,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from protocols import AggregateQuery, AnyAnswer, Commodity, PeriodText
+from protocols import AggregateQuery, AnyAnswer, Commodity, PeriodText, parse_period
 
 __all__ = [
     "Balance",
@@ -117,17 +117,24 @@ class BalanceRequest(BaseModel):
 
     commodity: Commodity
     period: PeriodText = Field(description="a calendar year, e.g. 2024")
-    epsilon: Annotated[float, Field(gt=0, le=10)] = 1.0
-    unit_sum_bound: Annotated[float | None, Field(gt=0)] = Field(
+    epsilon: Annotated[float, Field(ge=0.001, le=10)] = 1.0
+    unit_sum_bound: Annotated[float | None, Field(ge=0.001, le=1e9)] = Field(
         default=None,
         description="flows: tonnes one site-year may contribute; default: per-commodity table",
     )
-    stock_unit_bound: Annotated[float | None, Field(gt=0)] = Field(
+    stock_unit_bound: Annotated[float | None, Field(ge=0.001, le=1e9)] = Field(
         default=None,
         description="stocks: tonnes one site's closing stock may contribute; default: table",
     )
-    min_contributors: Annotated[int, Field(ge=3)] = 3
+    min_contributors: Annotated[int, Field(ge=3, le=1000)] = 3
     purpose: Annotated[str, Field(min_length=3, max_length=500)] = "pooled commodity balance"
+
+    @field_validator("period")
+    @classmethod
+    def _a_year(cls, value: str) -> str:
+        if parse_period(value).granularity != "year":
+            raise ValueError(f"a balance covers a calendar year (e.g. 2024), not {value}")
+        return value
 
 
 class BalanceFigure(BaseModel):

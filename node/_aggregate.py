@@ -210,6 +210,8 @@ def _bounded_sums(scoped: pl.LazyFrame, query: AggregateQuery, keys: list[str],
     worst = bounded.group_by(_UNIT).agg(pl.col("value").sum())["value"].max()
     if isinstance(worst, int) and worst > bound_fp:  # pragma: no cover - invariant
         raise AssertionError("contribution bound violated; refusing to release")
+    if not keys:  # no grouping: one cell, the total
+        return bounded.select(pl.col("value").sum().alias("sum"))
     return bounded.group_by(keys).agg(pl.col("value").sum().alias("sum"))
 
 
@@ -223,6 +225,8 @@ def _bounded_counts(scoped: pl.LazyFrame, query: AggregateQuery, keys: list[str]
         records = pl.concat([records.filter(~is_stock),
                              _latest_stock_only(records.filter(is_stock), keys)])
     kept = records.filter(pl.col("record_id").rank("ordinal").over(_UNIT) <= limit)
+    if not keys:  # no grouping: one cell, the total
+        return kept.select(pl.len().cast(pl.Int64).alias("count")).collect()
     return kept.group_by(keys).agg(pl.len().cast(pl.Int64).alias("count")).collect()
 
 

@@ -84,8 +84,8 @@ def laplace_mechanism(*, sensitivity: int, epsilon: float) -> LaplaceMechanism:
         raise PrivacyParameterError(f"epsilon must be a positive number, got {epsilon!r}")
     scale = sensitivity / epsilon
     for _ in range(64):  # float rounding may certify one ulp over: widen the scale a hair
-        measurement = dp.m.make_laplace(
-            dp.vector_domain(dp.atom_domain(T=int)), dp.l1_distance(T=int), scale=scale
+        measurement = dp.m.make_laplace(  # 64-bit integers: sums of kilograms overflow i32
+            dp.vector_domain(dp.atom_domain(T="i64")), dp.l1_distance(T="i64"), scale=scale
         )
         certified = float(measurement.map(sensitivity))  # type: ignore[no-untyped-call]
         if certified <= epsilon:

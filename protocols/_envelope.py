@@ -158,9 +158,9 @@ def open_envelope(
             f"not {recipient!r}"
         )
     if envelope.kind not in kinds:
-        expected = ", ".join(sorted(kinds))
+        expected = ", ".join(sorted(str(k) for k in kinds))
         raise MisaddressedEnvelopeError(
-            f"envelope of kind {envelope.kind!r} where {expected} was expected"
+            f"envelope of kind {str(envelope.kind)!r} where {expected} was expected"
         )
     now = now or datetime.now(UTC)
     stamp = envelope.timestamp

@@ -45,7 +45,7 @@ class SyntheticQuery(BaseModel):
     method: Literal["dp_copula", "mst"] = "dp_copula"
     commodities: Annotated[list[Commodity], Field(min_length=1)]
     periods: Annotated[list[PeriodText], Field(min_length=1, max_length=120)]
-    epsilon: Annotated[float, Field(gt=0, le=10)]
+    epsilon: Annotated[float, Field(ge=1e-4, le=10)]
     rows: Annotated[int, Field(ge=100, le=200_000)] = 5_000
     quantity_max_t: Annotated[float, Field(gt=0, le=1e9)] = Field(
         description="public clipping bound of a record's quantity (tonnes contained)")

@@ -80,8 +80,8 @@ class Bounds(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    record_clip: Annotated[float, Field(gt=0, le=1e9)]
-    unit_sum_bound: Annotated[float, Field(gt=0, le=1e9)]
+    record_clip: Annotated[float, Field(ge=0.001, le=1e9)]  # at least one fixed-point unit
+    unit_sum_bound: Annotated[float, Field(ge=0.001, le=1e9)]
     unit_record_bound: Annotated[int, Field(ge=1, le=10_000)] = 12
 
 
@@ -100,7 +100,7 @@ class AggregateQuery(BaseModel):
     countries: list[CountryCode] | None = None
     partner_countries: list[CountryCode] | None = None
     group_by: list[Dimension] = Field(default_factory=list)
-    epsilon: Annotated[float, Field(gt=0, le=10)]
+    epsilon: Annotated[float, Field(ge=1e-4, le=10)]
     bounds: Bounds
     min_contributors: Annotated[int, Field(ge=3, le=1000)] = 3
     purpose: Annotated[str, Field(min_length=3, max_length=500)]

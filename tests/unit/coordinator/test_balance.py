@@ -88,3 +88,18 @@ def test_a_suppressed_term_suppresses_the_apparent_consumption() -> None:
     assert row.apparent_consumption.status is CellStatus.SUPPRESSED
     assert row.apparent_consumption.value is None
     assert row.stock_change.status is CellStatus.NOT_COVERED
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"period": "2024-06"}, "a balance covers a calendar year"),
+    ({"period": "2024", "min_contributors": 3054}, "less than or equal to 1000"),
+    ({"period": "2024", "unit_sum_bound": 4e16}, "less than or equal to 1000000000"),
+    ({"period": "2024", "unit_sum_bound": 0.0004}, "greater than or equal to 0.001"),
+    ({"period": "2024", "epsilon": 5e-324}, "greater than or equal to 0.001"),
+])
+def test_balance_requests_outside_the_protocol_limits_are_refused_up_front(
+    fields: dict[str, object], message: str
+) -> None:
+    """Found by fuzzing: these used to pass the request model and fail later (HTTP 500)."""
+    with pytest.raises(ValueError, match=message):
+        BalanceRequest.model_validate({"commodity": "lithium", **fields})

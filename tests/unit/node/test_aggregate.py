@@ -167,3 +167,14 @@ def test_empty_coverage_releases_only_noise_around_zero() -> None:
     no_coverage: list[CoverageEntry] = []
     sums, _ = exact_cell_values(records, cobalt_query(), no_coverage)
     assert sums == [0, 0, 0, 0]
+
+
+def test_a_query_without_grouping_releases_one_total() -> None:
+    """Found by fuzzing: group_by [] used to crash the Polars pipeline (HTTP 500)."""
+    records = frame([make_record("a", quantity_t=100, unit="site:1"),
+                     make_record("b", quantity_t=50, unit="site:2", country="ZMB")])
+    for kind, expected in (("sum", ([kg(150)], None)), ("count", (None, [2]))):
+        query = cobalt_query(kind=kind, flows=["production"], group_by=[])
+        assert exact_cell_values(records, query, COVERAGE) == expected
+        release = compute_release(records, query, COVERAGE)
+        assert len((release.sums or release.counts) or []) == 1

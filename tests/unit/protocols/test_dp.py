@@ -253,3 +253,11 @@ def test_from_fixed_point(encoded: int, value: float) -> None:
 def test_fixed_point_round_trip_to_a_thousandth() -> None:
     for value in [0.0, 0.001, 3.14159, 42.0, 987654.321]:
         assert abs(from_fixed_point(to_fixed_point(value)) - value) <= 0.0005
+
+
+def test_sums_beyond_32_bits_are_released() -> None:
+    """Found by fuzzing: kilogram sums above 2**31 (2,147 t... x1000) overflowed i32."""
+    mechanism = laplace_mechanism(sensitivity=398_090_071_498, epsilon=1.0)
+    out = mechanism.release([20_000_000_000_000, 0])  # 20 Mt of copper, in kilograms
+    assert len(out) == 2 and all(isinstance(v, int) for v in out)
+    assert abs(out[0] - 20_000_000_000_000) < 50 * mechanism.scale

@@ -1,0 +1,1 @@
+"""Adversarial and reliability tests: DP audit, API fuzzing, attacks, bad files."""
