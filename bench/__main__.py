@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import sys
 
-from bench import consistency, dp_groupby, synthetic_data
+from bench import consistency, dp_groupby, pull_latency, synthetic_data
 from bench._harness import Benchmark, main
 
 BENCHMARKS: list[Benchmark] = [
     dp_groupby.BENCHMARK,
     consistency.BENCHMARK,
     synthetic_data.BENCHMARK,
+    pull_latency.BENCHMARK,
 ]
 
 if __name__ == "__main__":
