@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import sys
 
-from bench import consistency, dp_groupby, pull_latency, synthetic_data
+from bench import (
+    consistency,
+    dp_groupby,
+    ledger,
+    pull_latency,
+    secure_aggregation,
+    synthetic_data,
+)
 from bench._harness import Benchmark, main
 
 BENCHMARKS: list[Benchmark] = [
@@ -16,6 +23,8 @@ BENCHMARKS: list[Benchmark] = [
     consistency.BENCHMARK,
     synthetic_data.BENCHMARK,
     pull_latency.BENCHMARK,
+    secure_aggregation.BENCHMARK,
+    ledger.BENCHMARK,
 ]
 
 if __name__ == "__main__":

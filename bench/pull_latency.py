@@ -64,11 +64,13 @@ from protocols import (
     EnrolBody,
     EnrolledBody,
     Flow,
+    InMemoryLedger,
     JobSpec,
     MessageKind,
     NodeAnswer,
     NodeInfo,
     PollBody,
+    PrivacyCost,
     QueryKind,
     ResultBody,
     SignedAnswer,
@@ -196,6 +198,11 @@ class SimNode:
         """Fingerprint of the public key."""
         return key_id(self.public_key)
 
+    @functools.cached_property
+    def ledger(self) -> InMemoryLedger:
+        """The node's ledger (in memory): every answer carries its receipt, as a node's does."""
+        return InMemoryLedger(self.key, self.node_id, self.key_id)
+
     def answer(self, query: AggregateQuery) -> SignedAnswer:
         """A fixed answer to ``query`` (no data, no noise), signed like a real release."""
         cells = query.cell_count()
@@ -211,8 +218,13 @@ class SimNode:
                                     countries=list(query.countries or COUNTRIES))],
             released_at=RELEASED_AT,
         )
-        return SignedAnswer(answer=answer, signature=sign(self.key, answer.model_dump(mode="json")),
-                            key_id=self.key_id)
+        payload = answer.model_dump(mode="json")
+        receipt = self.ledger.record(query_id=query.query_id, payload=payload,
+                                     cost=PrivacyCost(epsilon=query.epsilon),
+                                     accounting_periods=query.accounting_periods(),
+                                     recorded_at=RELEASED_AT)
+        return SignedAnswer(answer=answer, signature=sign(self.key, payload),
+                            key_id=self.key_id, receipt=receipt)
 
     def info(self) -> NodeInfo:
         """What the node serves at ``GET /v1/info`` (push mode)."""

@@ -26,7 +26,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 from sqlmodel import Session, col, select
 
+from coordinator._audit import published_figures, verify_ledger
 from coordinator._balance import pooled_balance
+from coordinator._company_concentration import CompanyConcentration, company_concentration
 from coordinator._context import CoordinatorContext
 from coordinator._db import QueryRow
 from coordinator._enrolment import (
@@ -36,7 +38,7 @@ from coordinator._enrolment import (
     rotate_node_key,
 )
 from coordinator._envelopes import NodeRevokedError, open_from_node, seal_for_node
-from coordinator._errors import EnrolmentError, UnknownQueryError
+from coordinator._errors import DifferencingRefusedError, EnrolmentError, UnknownQueryError
 from coordinator._jobs import (
     JobConflictError,
     due_queries,
@@ -52,21 +54,41 @@ from coordinator._notify import notifier as job_notifier
 from coordinator._observability import RequestIdMiddleware
 from coordinator._ops import metrics_of, ops_router
 from coordinator._queries import deliver_push_jobs, get_result, wait_for_result
+from coordinator._receipts import node_receipts
 from coordinator._registry import enrol_node, list_nodes
 from coordinator._requests import QueryRequest, QuerySummary, TokenIssued, TokenRequest
+from coordinator._secure_rounds import (
+    SecureQueryRequest,
+    SecureQueryStatus,
+    SecureRoundError,
+    SecureRounds,
+    fail_lost_rounds,
+    next_secagg_job,
+    receive_secagg_reply,
+    secure_query_status,
+    start_secure_query,
+    tick_secure_rounds,
+    wait_for_secure_query,
+)
 from coordinator._synthetic import PooledSynthetic
 from coordinator._web import dashboard_router
 from protocols import (
     API_VERSION,
+    AuditReport,
     EnvelopeError,
     ErrorBody,
     ExpiredEnvelopeError,
+    JobSpec,
+    LedgerExport,
     MessageKind,
     MisaddressedEnvelopeError,
     PollBody,
+    Receipt,
     RefusalBody,
     ReplayedEnvelopeError,
     ResultBody,
+    SecAggJob,
+    SecAggReply,
     SignedEnvelope,
     StatusBody,
     describe_validation_error,
@@ -105,6 +127,16 @@ def _envelope_code(exc: EnvelopeError) -> str:
     return "envelope_forged"
 
 
+async def _secure_rounds_loop(rounds: SecureRounds) -> None:
+    """Close secure-aggregation steps whose deadline passed (their non-responders drop out)."""
+    while True:
+        try:
+            await asyncio.to_thread(tick_secure_rounds, rounds)
+        except Exception:  # keep the loop alive; the error is logged
+            log.exception("advancing secure-aggregation rounds failed")
+        await asyncio.sleep(_FINALIZE_EVERY_SECONDS)
+
+
 async def _finalize_loop(context: CoordinatorContext) -> None:
     """Complete or fail queries whose deadline passed (also those left by a restart)."""
     while True:
@@ -120,19 +152,26 @@ def create_app(context: CoordinatorContext) -> FastAPI:
     """The coordinator's FastAPI application."""
     settings, engine = context.settings, context.engine
     notifier = job_notifier()
+    rounds = SecureRounds(engine=engine)  # secure-aggregation rounds: in memory only
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        for query_id in fail_lost_rounds(engine=engine, rounds=rounds):
+            log.warning("secure query %s failed: the coordinator restarted during its round",
+                        query_id)
         task = asyncio.create_task(_finalize_loop(context))
+        secure_task = asyncio.create_task(_secure_rounds_loop(rounds))
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for running in (task, secure_task):
+                running.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await running
 
     app = FastAPI(title="crimmis-dpn coordinator", version=API_VERSION, lifespan=lifespan,
                   description="Pools nodes' differentially private answers.")
+    app.state.secure_rounds = rounds
     app.add_middleware(RequestIdMiddleware, context=context, metrics_of=metrics_of,
                        service="coordinator")
     app.include_router(ops_router(context))
@@ -173,9 +212,17 @@ def create_app(context: CoordinatorContext) -> FastAPI:
     async def _unknown(_: Request, exc: UnknownQueryError) -> JSONResponse:
         return _error(404, "unknown_query", str(exc))
 
+    @app.exception_handler(DifferencingRefusedError)
+    async def _differencing(_: Request, exc: DifferencingRefusedError) -> JSONResponse:
+        return _error(409, "differencing_refused", str(exc))
+
     @app.exception_handler(JobConflictError)
     async def _conflict(_: Request, exc: JobConflictError) -> JSONResponse:
         return _error(409, "job_conflict", str(exc))
+
+    @app.exception_handler(SecureRoundError)
+    async def _secure_round(_: Request, exc: SecureRoundError) -> JSONResponse:
+        return _error(409, "secure_round_conflict", str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -232,12 +279,41 @@ def create_app(context: CoordinatorContext) -> FastAPI:
         return await wait_for_result(engine=engine, query_id=request.query.query_id,
                                      timeout=request.wait_seconds)
 
+    @app.post(f"{V}/secure-queries", dependencies=[operator])
+    async def secure_query(request: SecureQueryRequest) -> SecureQueryStatus:
+        """Pool a sum by secure aggregation over the active pull-mode nodes: the nodes'
+        answers are masked, only the noisy pooled sums are ever decoded
+        (docs/secure-aggregation.md). The round runs in this process's memory."""
+        started = await asyncio.to_thread(start_secure_query, rounds,
+                                          secure_query=request.query,
+                                          stage_seconds=request.stage_seconds)
+        if request.wait_seconds > 0:
+            return await wait_for_secure_query(rounds, query_id=started.query_id,
+                                               timeout=request.wait_seconds)
+        return started
+
     @app.post(f"{V}/balances", dependencies=[operator])
     async def balance(request: BalanceRequest) -> Balance:
         return await pooled_balance(engine=engine, request=request,
                                     timeout=settings.default_deadline_seconds)
 
     # --- operators and auditors -----------------------------------------------------------
+
+    @app.get(f"{V}/audit/receipts", dependencies=[reader])
+    def audit_receipts(node_id: str | None = None) -> list[Receipt]:
+        """The nodes' signed ledger receipts held by the coordinator (optionally one node)."""
+        return node_receipts(engine=engine, node_id=node_id)
+
+    @app.get(f"{V}/audit/published/{{node_id}}", dependencies=[reader])
+    def audit_published(node_id: str) -> dict[str, str]:
+        """Query id -> purpose of every published result a node's answer went into."""
+        return published_figures(engine=engine, node_id=node_id)
+
+    @app.post(f"{V}/audit/verify", dependencies=[reader])
+    def audit_verify(ledger: LedgerExport) -> AuditReport:
+        """Verify a node's exported ledger (``dpn node ledger export``) against the receipts
+        and published figures held here. Read-only."""
+        return verify_ledger(engine=engine, ledger=ledger)
 
     @app.get(f"{V}/nodes", dependencies=[reader])
     def nodes() -> list[NodeView]:
@@ -249,6 +325,28 @@ def create_app(context: CoordinatorContext) -> FastAPI:
             rows = session.exec(select(QueryRow).order_by(col(QueryRow.created_at).desc())
                                 .limit(min(max(limit, 1), 1000))).all()
             return [QuerySummary.model_validate(r, from_attributes=True) for r in rows]
+
+    @app.get(f"{V}/company-concentration", dependencies=[reader],
+             response_model=list[CompanyConcentration],
+             responses={409: {"model": ErrorBody}})
+    def company_concentration_route(sums: str, squares: str) -> Any:
+        """Company HHI per cell from a completed secure ``sum`` round (``sums``: its query
+        id) and ``sum_of_squares`` round (``squares``) over the same cells and nodes
+        (docs/indicators.md). 409 ``incompatible_rounds`` says why two rounds do not pair."""
+        try:
+            return company_concentration(secure_query_status(rounds, query_id=sums),
+                                         secure_query_status(rounds, query_id=squares))
+        except ValueError as exc:
+            return _error(409, "incompatible_rounds", str(exc))
+
+    @app.get(f"{V}/secure-queries/{{query_id}}", dependencies=[reader])
+    async def secure_result(query_id: str, wait_seconds: float = 0.0) -> SecureQueryStatus:
+        """A secure query's state and, once completed, its cells (suppressed ones with the
+        reason: min_contributors, dominance, dominance_unchecked)."""
+        if wait_seconds > 0:
+            return await wait_for_secure_query(rounds, query_id=query_id,
+                                               timeout=min(wait_seconds, 600.0))
+        return secure_query_status(rounds, query_id=query_id)
 
     @app.get(f"{V}/queries/{{query_id}}", dependencies=[reader])
     async def result(query_id: str, wait_seconds: float = 0.0
@@ -270,11 +368,15 @@ def create_app(context: CoordinatorContext) -> FastAPI:
     async def poll(signed: SignedEnvelope) -> SignedEnvelope | Response:
         node, envelope = open_from_node(context, signed, {MessageKind.POLL})
         body = _body(PollBody, envelope.body)
-        job = await notifier.wait_for_job(
-            lambda: next_job(engine=engine, node_id=node.node_id),
+        job: JobSpec | SecAggJob | None = await notifier.wait_for_job(
+            lambda: (next_secagg_job(rounds, node_id=node.node_id)
+                     or next_job(engine=engine, node_id=node.node_id)),
             node_id=node.node_id, wait_seconds=body.wait_seconds)
         if job is None:
             return Response(status_code=204)
+        if isinstance(job, SecAggJob):
+            return seal_for_node(context, node.node_id, MessageKind.SECAGG_JOB,
+                                 job.model_dump(mode="json"))
         return seal_for_node(context, node.node_id, MessageKind.JOB, job.model_dump(mode="json"))
 
     @app.post(f"{V}/jobs/status")
@@ -298,6 +400,16 @@ def create_app(context: CoordinatorContext) -> FastAPI:
             record_refusal(engine=engine, node_id=node.node_id, job_id=body.job_id,
                            reason="invalid", message=f"answer rejected: {exc}")
             raise JobConflictError(f"answer rejected: {exc}") from exc
+        return seal_for_node(context, node.node_id, MessageKind.ACK,
+                             {"job_id": body.job_id, "duplicate": not fresh})
+
+    @app.post(f"{V}/jobs/secagg")
+    def secagg_message(signed: SignedEnvelope) -> SignedEnvelope:
+        """A node's message (or refusal) for its current step of a secure-aggregation round."""
+        node, envelope = open_from_node(context, signed, {MessageKind.SECAGG_MESSAGE})
+        body = _body(SecAggReply, envelope.body)
+        fresh = receive_secagg_reply(rounds, node_id=node.node_id, public_key=node.public_key,
+                                     reply=body, size=len(signed.model_dump_json()))
         return seal_for_node(context, node.node_id, MessageKind.ACK,
                              {"job_id": body.job_id, "duplicate": not fresh})
 

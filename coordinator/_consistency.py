@@ -21,6 +21,15 @@ the US Census Bureau's TopDown algorithm (Abowd et al., 2022: weighted non-negat
 squares to make noisy hierarchical counts consistent), solved jointly over the hierarchy
 rather than level by level, and without TopDown's integer rounding (tonnes are real numbers).
 
+**Kept sums** (``keep_sums``, used by the balance for its world figures): clipping noisy leaves
+at 0 only ever raises them, so a sum of many clipped leaves is biased upwards (a world total
+of many small countries can end up further from the truth than the raw sum). A kept sum adds
+the equality ``sum of its leaves = max(0, its unconstrained WLS value)`` to the bounded
+problem: the unconstrained value is unbiased, and the leaves that stay positive give back
+the clipped mass in proportion to their noise variance (``x_i = max(0, u_i - mu v_i)`` when
+every measurement is on one leaf: solved exactly, vectorised over bootstrap draws; otherwise
+the equality is a heavily weighted row of the ``bvls`` problem).
+
 Leaves that no measurement determines (e.g. a suppressed cell under a measured parent) make
 a component singular; only then a ridge of relative weight ``1e-9`` picks the smallest such
 leaves (identified components are solved without it).
@@ -101,9 +110,11 @@ def _design(n_leaves: int, measurements: Sequence[Measurement]) -> tuple[np.ndar
     return a, y
 
 
-def _components(n_leaves: int, measurements: Sequence[Measurement]
-                ) -> list[tuple[list[int], list[int]]]:
-    """(leaves, measurement indices) of each connected component."""
+def _components(n_leaves: int, measurements: Sequence[Measurement],
+                keep_sums: Sequence[Sequence[int]] = ()
+                ) -> list[tuple[list[int], list[int], list[list[int]]]]:
+    """(leaves, measurement indices, kept sums) of each connected component; a kept sum
+    links its leaves too."""
     parent = list(range(n_leaves))
 
     def find(i: int) -> int:
@@ -112,24 +123,38 @@ def _components(n_leaves: int, measurements: Sequence[Measurement]
             i = parent[i]
         return i
 
-    for m in measurements:
-        for leaf in m.leaves[1:]:
-            ra, rb = find(m.leaves[0]), find(leaf)
+    linked = [m.leaves for m in measurements] + [tuple(g) for g in keep_sums]
+    for leaves in linked:
+        for leaf in leaves[1:]:
+            ra, rb = find(leaves[0]), find(leaf)
             if ra != rb:
                 parent[rb] = ra
-    groups: dict[int, tuple[list[int], list[int]]] = {}
+    groups: dict[int, tuple[list[int], list[int], list[list[int]]]] = {}
     for leaf in range(n_leaves):
-        groups.setdefault(find(leaf), ([], []))[0].append(leaf)
+        groups.setdefault(find(leaf), ([], [], []))[0].append(leaf)
     for i, m in enumerate(measurements):
         if m.leaves:
             groups[find(m.leaves[0])][1].append(i)
+    seen: set[int] = set()
+    for g in keep_sums:
+        if not g:
+            continue
+        if seen & set(g) or not all(0 <= leaf < n_leaves for leaf in g):
+            raise ValueError("kept sums must be disjoint sets of existing leaves")
+        seen |= set(g)
+        groups[find(g[0])][2].append(list(g))
     return list(groups.values())
 
 
 class _Component:
-    """The weighted problem of one component, with its unconstrained WLS map."""
+    """The weighted problem of one block of leaves, with its unconstrained WLS map.
 
-    def __init__(self, a: np.ndarray, variances: np.ndarray) -> None:
+    ``groups`` (local leaf indices, disjoint) are the sums kept at their unconstrained WLS
+    value (clipped at 0) when non-negativity binds (see :func:`reconcile`).
+    """
+
+    def __init__(self, a: np.ndarray, variances: np.ndarray,
+                 groups: Sequence[Sequence[int]] = ()) -> None:
         if np.any(variances <= 0):
             raise ValueError("every measurement needs a positive noise variance")
         w = 1.0 / np.sqrt(variances)
@@ -143,6 +168,12 @@ class _Component:
         # x = pinv(stacked) @ [w y; 0]: the unconstrained WLS solution as a linear map of y
         self.linear_map = np.linalg.pinv(stacked)[:, : len(w)] * w[None, :]
         self.simple = a.shape[1] == 1  # one leaf: the weighted mean, clipped, is exact
+        self.groups = [np.asarray(g, dtype=int) for g in groups if len(g)]
+        # every measurement on one leaf: the weighted problem is separable, with leaf i's
+        # unconstrained value of variance 1 / sum(w^2) over its measurements
+        self.separable = identified and bool(np.all(np.count_nonzero(a, axis=1) <= 1))
+        self.leaf_variance = (1.0 / np.maximum(np.sum(self.aw**2, axis=0), 1e-300)
+                              if self.separable else None)
 
     def solve(self, y: np.ndarray) -> np.ndarray:
         """Non-negative WLS solutions for one (``y`` 1-d) or many (2-d, draws x m) vectors."""
@@ -151,48 +182,98 @@ class _Component:
         x = ys @ self.linear_map.T
         if self.simple:
             x = np.maximum(x, 0.0)
+        elif self.groups and self.separable:
+            x = self._water_fill(x)
         else:
             bad = np.nonzero(np.any(x < 0.0, axis=1))[0]
-            zeros = np.zeros(self.ridge.shape[0])
             for r in bad:
-                b = np.concatenate([ys[r] * self.w, zeros])
-                fit = lsq_linear(np.vstack([self.aw, self.ridge]), b, bounds=(0.0, np.inf),
-                                 method="bvls")
-                x[r] = np.maximum(fit.x, 0.0)
+                x[r] = self._bounded(ys[r], x[r])
         out: np.ndarray = x[0] if single else x
         return out
 
+    def _bounded(self, y: np.ndarray, unconstrained: np.ndarray) -> np.ndarray:
+        """The bounded solve of one vector; kept sums enter as heavily weighted rows."""
+        n = self.ridge.shape[0]
+        rows, rhs = [self.aw, self.ridge], [y * self.w, np.zeros(n)]
+        if self.groups:
+            heavy = 1e4 * float(np.max(np.abs(self.aw))) if self.aw.size else 1.0
+            for g in self.groups:
+                row = np.zeros((1, n))
+                row[0, g] = heavy
+                rows.append(row)
+                rhs.append(np.array([heavy * max(float(unconstrained[g].sum()), 0.0)]))
+        fit = lsq_linear(np.vstack(rows), np.concatenate(rhs), bounds=(0.0, np.inf),
+                         method="bvls")
+        solution: np.ndarray = np.maximum(fit.x, 0.0)
+        return solution
 
-def _prepared(n_leaves: int, measurements: Sequence[Measurement]
+    def _water_fill(self, x: np.ndarray) -> np.ndarray:
+        """Separable case, exact: in each kept group ``x_i = max(0, u_i - mu v_i)`` with
+        ``mu >= 0`` such that the group sums to ``max(0, sum u)``; other leaves clipped."""
+        assert self.leaf_variance is not None
+        out: np.ndarray = np.maximum(x, 0.0)
+        for g in self.groups:
+            u, v = x[:, g], self.leaf_variance[g]
+            target = np.maximum(u.sum(axis=1), 0.0)
+            bad = np.any(u < 0.0, axis=1)
+            if not np.any(bad):
+                continue
+            ub, tb = u[bad], target[bad]
+            t = ub / v[None, :]  # leaf i is positive while mu < u_i / v_i
+            order = np.argsort(-t, axis=1)
+            ts = np.take_along_axis(t, order, axis=1)
+            cu = np.cumsum(np.take_along_axis(ub, order, axis=1), axis=1)
+            cv = np.cumsum(v[order], axis=1)
+            mus = (cu - tb[:, None]) / cv  # mu if the first j leaves (by t) are positive
+            k = np.sum(ts > mus, axis=1)  # positive leaves: the largest j with t_j > mu_j
+            mu = np.take_along_axis(mus, np.maximum(k - 1, 0)[:, None], axis=1)[:, 0]
+            filled = np.maximum(ub - mu[:, None] * v[None, :], 0.0)
+            filled[tb <= 0.0] = 0.0
+            out[np.ix_(np.nonzero(bad)[0], g)] = filled
+        return out
+
+
+def _prepared(n_leaves: int, measurements: Sequence[Measurement],
+              keep_sums: Sequence[Sequence[int]] = ()
               ) -> list[tuple[list[int], list[int], _Component]]:
     a, _ = _design(n_leaves, measurements)
     variances = np.array([m.variance for m in measurements])
     out = []
-    for leaves, rows in _components(n_leaves, measurements):
+    for leaves, rows, groups in _components(n_leaves, measurements, keep_sums):
         if not rows:
             continue
-        out.append((leaves, rows, _Component(a[np.ix_(rows, leaves)], variances[rows])))
+        local = {leaf: i for i, leaf in enumerate(leaves)}
+        out.append((leaves, rows, _Component(a[np.ix_(rows, leaves)], variances[rows],
+                                             [[local[leaf] for leaf in g] for g in groups])))
     return out
 
 
-def reconcile(*, n_leaves: int, measurements: Sequence[Measurement]) -> np.ndarray:
+def reconcile(*, n_leaves: int, measurements: Sequence[Measurement],
+              keep_sums: Sequence[Sequence[int]] = ()) -> np.ndarray:
     """Non-negative weighted least-squares leaves consistent with every measurement.
 
+    ``keep_sums``: disjoint sets of leaves whose sum is kept at its *unconstrained* WLS
+    estimate (clipped at 0) when non-negativity binds: the non-negative solution closest to
+    the measurements under that equality. Clipping noisy leaves at 0 only ever raises them,
+    so a sum of many clipped leaves is biased upwards; keeping the sum removes that bias
+    (the leaves that stay positive absorb it in proportion to their noise variance).
     Leaves that no measurement touches come out as 0 (callers do not publish them).
     """
     _, y = _design(n_leaves, measurements)
     x = np.zeros(n_leaves)
-    for leaves, rows, comp in _prepared(n_leaves, measurements):
+    for leaves, rows, comp in _prepared(n_leaves, measurements, keep_sums):
         x[leaves] = comp.solve(y[rows])
     return x
 
 
 def simulate_errors(*, n_leaves: int, measurements: Sequence[Measurement], estimate: np.ndarray,
-                    outputs: np.ndarray, draws: int = 400, seed: int = 20240601) -> ErrorBars:
+                    outputs: np.ndarray, draws: int = 400, seed: int = 20240601,
+                    keep_sums: Sequence[Sequence[int]] = ()) -> ErrorBars:
     """Error bars of ``outputs @ leaves`` after post-processing, by parametric bootstrap.
 
-    ``outputs`` is the (figures x leaves) matrix of the published figures. The seed is fixed:
-    error bars are a deterministic function of public parameters.
+    ``outputs`` is the (figures x leaves) matrix of the published figures; ``keep_sums`` as
+    in :func:`reconcile` (the same post-processing). The seed is fixed: error bars are a
+    deterministic function of public parameters.
     """
     rng = np.random.default_rng(seed)
     a, _ = _design(n_leaves, measurements)
@@ -204,7 +285,7 @@ def simulate_errors(*, n_leaves: int, measurements: Sequence[Measurement], estim
                 noise[:, i] += rng.laplace(0.0, b, size=draws)
     ys = center[None, :] + noise
     xs = np.zeros((draws, n_leaves))
-    for leaves, rows, comp in _prepared(n_leaves, measurements):
+    for leaves, rows, comp in _prepared(n_leaves, measurements, keep_sums):
         xs[:, leaves] = comp.solve(ys[:, rows])
     err = xs @ outputs.T - (outputs @ estimate)[None, :]
     return ErrorBars(std=np.sqrt(np.mean(err**2, axis=0)),

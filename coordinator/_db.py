@@ -1,4 +1,5 @@
-"""The coordinator's database: node registry, query history and every node's answer."""
+"""The coordinator's database: node registry, query history, every node's answer and
+receipt, and the differencing guard's released contributor sets."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ __all__ = [
     "NodeRow",
     "NonceRow",
     "QueryRow",
+    "ReceiptRow",
+    "ReleasedSetRow",
     "create_schema",
     "make_engine",
     "utcnow",
@@ -79,6 +82,34 @@ class QueryRow(CoordinatorTable, table=True):
     error: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
+    participants: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class ReceiptRow(CoordinatorTable, table=True):
+    """A node's signed receipt of one release (``protocols.Receipt``), kept for auditors."""
+
+    __tablename__ = "receipts"
+
+    node_id: str = Field(primary_key=True, max_length=63)
+    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    query_id: str = Field(max_length=32, index=True)
+    job_id: str | None = Field(default=None, max_length=32)
+    entry_hash: str = Field(max_length=64)
+    receipt_json: str = Field(sa_column=Column(Text, nullable=False))
+    received_at: datetime = Field(default_factory=utcnow)
+
+
+class ReleasedSetRow(CoordinatorTable, table=True):
+    """The set of nodes a published cell was pooled over (the differencing guard's memory)."""
+
+    __tablename__ = "released_sets"
+    __table_args__ = (Index("ix_released_sets_cell", "cell_hash"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    cell_hash: str = Field(max_length=64)
+    members_hash: str = Field(max_length=64)
+    members: str = Field(sa_column=Column(Text, nullable=False))  # sorted, comma-separated
+    query_id: str = Field(max_length=32)
 
 
 class JobRow(CoordinatorTable, table=True):

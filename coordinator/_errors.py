@@ -6,7 +6,9 @@ Hierarchy::
     ├── CoordinatorConfigError    settings missing or invalid
     ├── EnrolmentError            a node could not be enrolled (unreachable, key mismatch)
     ├── UnknownQueryError         no query with that id
-    └── QueryFailedError          a pooled query could not be completed (the message says why)
+    ├── QueryFailedError          a pooled query could not be completed (the message says why)
+    └── DifferencingRefusedError  the query could be differenced against published figures
+                                  (coordinator._differencing; names the nodes)
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 __all__ = [
     "CoordinatorConfigError",
     "CoordinatorError",
+    "DifferencingRefusedError",
     "EnrolmentError",
     "QueryFailedError",
     "UnknownQueryError",
@@ -38,3 +41,7 @@ class UnknownQueryError(CoordinatorError):
 
 class QueryFailedError(CoordinatorError):
     """A pooled query could not be completed."""
+
+
+class DifferencingRefusedError(CoordinatorError):
+    """The query's cells could be differenced against published figures (which nodes)."""

@@ -4,7 +4,9 @@ Files written by :func:`export_report` into a directory:
 
 * ``report.json``: the whole report (balances with provenance, indicators, flags, ...);
 * ``figures.{csv,parquet}``: every figure of every post-processed balance, long format;
-* ``indicators.{csv,parquet}``: every indicator value (and monthly prices);
+* ``indicators.{csv,parquet}``: every indicator value (volume-weighted and mean prices,
+  price volatility, long-term share, supply risk; notes say when reference data are
+  ILLUSTRATIVE);
 * ``provenance.{csv,parquet}``: per balance, each query id and each node with its status and
   the epsilon it spent per accounting year.
 
@@ -42,7 +44,7 @@ def report_tables(report: MarketReport) -> dict[str, list[dict[str, Any]]]:
                     "area": row.area, "stage": row.stage, "figure": name,
                     "status": str(f.status), "value": f.value, "std": f.std, "ci95": f.ci95,
                     "raw_value": f.raw_value, "missing_members": ";".join(f.missing_members),
-                    "unit": b.unit,
+                    "measured": f.measured, "unit": b.unit,
                 })
         p = b.provenance
         for outcome in p.nodes:

@@ -21,10 +21,12 @@ import numpy as np
 
 __all__ = [
     "ChokeRules",
+    "CompanyHHI",
     "EU2017Parameters",
     "ImportReliance",
     "anomaly_robust_z",
     "choke_point_reasons",
+    "company_hhi",
     "economic_importance",
     "eol_rir",
     "eu2017_parameters",
@@ -61,6 +63,80 @@ def hhi(share: Mapping[str, float] | Sequence[float]) -> float:
     if not math.isclose(sum(values), 1.0, abs_tol=1e-9):
         raise ValueError(f"shares must sum to 1, not {sum(values)}")
     return float(sum(s * s for s in values))
+
+
+@dataclass(frozen=True)
+class CompanyHHI:
+    """A company HHI from two pooled sums (:func:`company_hhi`), on the 0..1 scale.
+
+    ``value``: ``raw`` clamped to ``[1 / companies, 1]`` (``clamped`` says whether it was);
+    ``std``: root mean square and ``ci95``: 95% quantile of the simulated error of ``value``
+    (``None`` when more than 5% of the draws have a non-positive total).
+    """
+
+    value: float
+    raw: float
+    clamped: bool
+    std: float | None
+    ci95: float | None
+
+
+_HHI_DRAWS = 4000
+_HHI_SEED = 20261122
+
+
+def company_hhi(*, total: float, sum_of_squares: float, companies: int,
+                total_std: float = 0.0, sum_of_squares_std: float = 0.0,
+                draws: int = _HHI_DRAWS, seed: int = _HHI_SEED) -> CompanyHHI:
+    """Company HHI ``S2 / S1^2`` from ``S1 = sum_i x_i`` and ``S2 = sum_i x_i^2``.
+
+    With shares ``s_i = x_i / S1``, ``sum_i s_i^2 = S2 / S1^2``: the HHI needs only the two
+    pooled sums, never a company's value (docs/indicators.md). Here ``x_i`` are the
+    companies' (nodes') bounded cell totals, ``S1`` a pooled sum (``total``) and ``S2`` a
+    pooled sum of squares (secure aggregation, statistic ``sum_of_squares``), both noisy.
+    On the 0..1 scale of :func:`hhi` (x 10,000 for points). Example: companies 50, 30, 20:
+    ``S1 = 100``, ``S2 = 2500 + 900 + 400 = 3800``, HHI ``3800 / 100^2 = 0.38`` (3,800).
+
+    The true HHI of ``k`` companies with positive values lies in ``[1/k, 1]``; noise can take
+    ``S2 / S1^2`` outside it, so the value is clamped to ``[1 / companies, 1]`` with
+    ``companies`` the number of summed companies (``k <= companies``, so the clamp never
+    excludes the true value) and ``clamped`` set.
+
+    Error bar: a parametric bootstrap at the estimate, drawing Gaussian noise of std
+    ``total_std`` and ``sum_of_squares_std`` independently on each sum (the pooled noise of
+    secure aggregation is a sum of discrete Gaussians, Gaussian to within rounding), the
+    *unclamped* ratio of each draw against ``raw``. Clamping to an interval that holds the
+    true HHI never moves the estimate away from it, so this bar also bounds the clamped
+    value's error; computed on clamped draws it would shrink near ``1/companies`` or 1
+    exactly where the estimate is least certain. It covers DP noise only, not clipping bias
+    (a company above the clip counts as the clip). Raises :class:`ValueError` when the noisy
+    total is not positive (no HHI) or ``companies < 1``.
+    """
+    if companies < 1:
+        raise ValueError("companies must be at least 1")
+    if total <= 0:
+        raise ValueError(f"the pooled total {total} is not positive: no HHI")
+    low = 1.0 / companies
+
+    def clamp(raw: np.ndarray) -> np.ndarray:
+        return np.asarray(np.clip(raw, low, 1.0), dtype=float)
+
+    raw = sum_of_squares / total**2
+    value = float(clamp(np.array([raw]))[0])
+    rng = np.random.default_rng(seed)
+    s1 = total + rng.normal(0.0, total_std, size=draws) if total_std > 0 else np.full(
+        draws, total)
+    s2 = (sum_of_squares + rng.normal(0.0, sum_of_squares_std, size=draws)
+          if sum_of_squares_std > 0 else np.full(draws, sum_of_squares))
+    ok = s1 > 0
+    if np.mean(~ok) > 0.05:
+        return CompanyHHI(value, raw, value != raw, None, None)
+    err = np.abs(s2[ok] / s1[ok] ** 2 - raw)
+    err = np.concatenate([err, np.full(int(np.sum(~ok)), np.inf)])
+    finite = err[np.isfinite(err)]
+    return CompanyHHI(value=value, raw=raw, clamped=value != raw,
+                      std=float(np.sqrt(np.mean(finite**2))),
+                      ci95=float(np.quantile(err, 0.95)))
 
 
 def top_share(share: Mapping[str, float] | Sequence[float], n: int = 3) -> float:

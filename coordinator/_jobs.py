@@ -26,10 +26,12 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from coordinator._db import JobRow, NodeRow, QueryRow, utcnow
+from coordinator._differencing import check_submission, guard_cells, remember_published
 from coordinator._errors import UnknownQueryError
 from coordinator._models import NodeOutcome, NodeStatus, PooledResult
 from coordinator._notify import jobs_queued
 from coordinator._pooling import pool_answers
+from coordinator._receipts import store_receipt
 from coordinator._synthetic import PooledSynthetic, check_synthetic_answer, pool_synthetic
 from coordinator._verify import check_answer
 from protocols import (
@@ -88,10 +90,14 @@ def submit_query(*, engine: Engine, query: AnyQuery, quorum: int, deadline_secon
                 raise UnknownQueryError(f"query id {query.query_id} is taken by another query")
             return _result(session, existing)
         nodes = session.exec(select(NodeRow).where(col(NodeRow.active))).all()
+        participants = sorted(n.node_id for n in nodes)
+        if isinstance(query, AggregateQuery):
+            check_submission(session=session, query=query, participants=participants)
         row = QueryRow(query_id=query.query_id, purpose=query.purpose, requester=requester,
                        tier=str(tier), status="queued", quorum=quorum,
                        deadline=now + timedelta(seconds=deadline_seconds),
-                       query_json=_query_text(query), created_at=now)
+                       query_json=_query_text(query), created_at=now,
+                       participants=",".join(participants))
         session.add(row)
         session.flush()
         for node in nodes:
@@ -109,9 +115,11 @@ def submit_query(*, engine: Engine, query: AnyQuery, quorum: int, deadline_secon
 
 def job_spec(row: JobRow, query: QueryRow) -> JobSpec:
     """The job as the node receives it."""
+    participants = (None if query.participants is None
+                    else [p for p in query.participants.split(",") if p])
     return JobSpec(job_id=row.job_id, query=parse_query(query.query_json),
                    tier=DataTier(query.tier), requester=query.requester,
-                   deadline=_aware(query.deadline))
+                   deadline=_aware(query.deadline), participants=participants)
 
 
 def deliver_jobs(*, engine: Engine, query_id: str, node_ids: set[str]) -> dict[str, JobSpec]:
@@ -212,6 +220,7 @@ def record_result(*, engine: Engine, node_id: str, public_key: str, job_id: str,
         job.state, job.updated_at = str(JobState.ANSWERED), utcnow()
         job.signed_answer_json = answer.model_dump_json()
         session.add(job)
+        store_receipt(session=session, job_id=job_id, receipt=answer.receipt)
         session.commit()
     finalize_query(engine=engine, query_id=query_id)
     return True
@@ -290,6 +299,8 @@ def finalize_query(*, engine: Engine, query_id: str, now: datetime | None = None
             return True
         past_deadline = now >= _aware(row.deadline)
         states = session.exec(select(JobRow.state).where(JobRow.query_id == query_id)).all()
+        if not states:
+            return False  # a secure query: its round (coordinator._secure_rounds) finishes it
         if not past_deadline and any(JobState(s) not in FINAL_JOB_STATES for s in states):
             return False  # cheap check first: answers are only loaded to pool them
         jobs = _jobs(session, query_id)
@@ -321,8 +332,10 @@ def finalize_query(*, engine: Engine, query_id: str, now: datetime | None = None
             result = PooledSynthetic(query=query, rows=rows, **extras, **common)
         else:
             answers = [s.answer for s in signed if isinstance(s, SignedAnswer)]
-            result = PooledResult(query=query, cells=[] if failed else pool_answers(query, answers),
-                                  **common)
+            cells = [] if failed else pool_answers(query, answers)
+            published = guard_cells(session=session, query=query, answers=answers, cells=cells)
+            remember_published(session=session, query_id=query_id, published=published)
+            result = PooledResult(query=query, cells=cells, **common)
         row.status, row.error, row.finished_at = result.status, error, now
         row.result_json = result.model_dump_json()
         session.add(row)

@@ -9,7 +9,9 @@ import math
 import uuid
 from collections.abc import Sequence
 
-from coordinator._hierarchy import EU27, WORLD
+import numpy as np
+
+from coordinator._hierarchy import EU27, WORLD, region_table
 from coordinator._indicators import (
     ChokeRules,
     anomaly_robust_z,
@@ -21,6 +23,7 @@ from coordinator._indicators import (
     shares,
     stock_cover_days,
     stocks_to_use,
+    supply_risk,
     top_share,
 )
 from coordinator._market_models import (
@@ -36,19 +39,42 @@ from coordinator._market_models import (
     SankeyData,
     SankeyLink,
 )
-from coordinator._models import Balance, CellStatus, PooledResult
+from coordinator._models import Balance, CellStatus, PooledResult, PriceFigure
+from coordinator._prices import (
+    ALL_CONTRACTS,
+    NoisySum,
+    is_vwap_pair,
+    long_term_share_error,
+    statistic_error,
+    vwap_cells,
+    vwap_figures,
+)
 from coordinator._reconcile import reconcile_balance
-from coordinator._reference import reference_inputs
-from protocols import AggregateQuery, Bounds, Commodity, Flow, Measure, parse_period
+from coordinator._reference import ReferenceInputs, reference_inputs
+from protocols import (
+    AggregateQuery,
+    Bounds,
+    Commodity,
+    ContractType,
+    Flow,
+    Measure,
+    QueryKind,
+    parse_period,
+)
 
 __all__ = [
     "SANKEY_NODES",
     "anomaly_flags",
     "build_market_report",
+    "eu_sourcing_query",
+    "eu_sourcing_shares",
+    "is_eu_sourcing",
     "market_indicators",
     "material_flows",
+    "price_indicators",
     "price_query",
     "price_series",
+    "vwap_series",
 ]
 
 SANKEY_NODES = ["mining", "refining", "manufacturing", "use", "end_of_life", "waste"]
@@ -111,8 +137,90 @@ def _country_values(balance: ReconciledBalance, stage: str, figure: str
     return values, missing
 
 
-def market_indicators(balance: ReconciledBalance) -> list[IndicatorValue]:
-    """Concentration, import reliance, stocks, secondary share of one balance."""
+def eu_sourcing_query(*, commodity: Commodity, year: int, epsilon: float,
+                      unit_sum_bound: float, min_contributors: int = 3,
+                      purpose: str = "pooled EU27 sourcing (imports by partner)"
+                      ) -> AggregateQuery:
+    """Imports into the EU27 countries, grouped by stage x partner country, for one year.
+
+    The sourcing side of the EU 2017 supply risk (``HHI_WGI,t(EU sourcing)``): with the EU
+    members' own production from the balance it gives the EU's supply mix. ``unit_sum_bound``
+    is the flows bound of the balance (tonnes a site-year contributes in total).
+    """
+    return AggregateQuery.model_validate({
+        "query_id": uuid.uuid4().hex, "kind": "sum", "commodities": [commodity],
+        "flows": [Flow.IMPORT], "periods": [str(year)],
+        "countries": sorted(region_table().eu27),
+        "group_by": ["stage", "partner_country"], "epsilon": epsilon,
+        "min_contributors": min_contributors, "purpose": purpose,
+        "bounds": Bounds(record_clip=unit_sum_bound, unit_sum_bound=unit_sum_bound),
+    })
+
+
+def is_eu_sourcing(query: AggregateQuery) -> bool:
+    """Whether ``query`` is an :func:`eu_sourcing_query` (imports into the EU27 by partner)."""
+    return (list(query.flows) == [Flow.IMPORT] and query.kind is QueryKind.SUM
+            and list(query.group_by) == ["stage", "partner_country"]
+            and query.countries is not None and set(query.countries) == region_table().eu27
+            and len(query.commodities) == 1 and len(query.periods) == 1)
+
+
+def eu_sourcing_shares(balance: ReconciledBalance, sourcing: PooledResult, stage: str
+                       ) -> tuple[dict[str, float], list[str]]:
+    """The EU27's supply mix at ``stage``: members' production plus extra-EU imports.
+
+    Domestic part: post-processed production of each EU27 member (published country rows).
+    Imports: the sourcing result's cells of partners outside the EU27 (intra-EU trade is
+    not supply to the EU). A noisy import cell counts only when it exceeds its own 95%
+    half-width (cells of partners nobody imports from are pure noise and would otherwise
+    add spurious small suppliers). Returns the shares and notes on what was left out.
+    """
+    eu = region_table().eu27
+    supply: dict[str, float] = {}
+    notes: list[str] = []
+    suppressed = []
+    for row in balance.rows:
+        if row.level is Level.COUNTRY and row.stage == stage and row.area in eu:
+            v = _value(row.production)
+            if v is not None and v > 0:
+                supply[row.area] = v
+            elif row.production.status is CellStatus.SUPPRESSED:
+                suppressed.append(row.area)
+    below = 0
+    for cell in sourcing.cells:
+        cell_stage, partner = cell.key
+        if cell_stage != stage or partner in eu:
+            continue
+        if cell.status is CellStatus.SUPPRESSED:
+            suppressed.append(partner)
+        elif cell.status is CellStatus.PUBLISHED and cell.value is not None:
+            if cell.value > (cell.ci95 or 0.0):
+                supply[partner] = supply.get(partner, 0.0) + cell.value
+            elif cell.value > 0:
+                below += 1
+    if suppressed:
+        notes.append(f"suppressed suppliers left out: {', '.join(sorted(suppressed))}")
+    if below:
+        notes.append(f"{below} partner cells within their noise (below the 95% half-width) "
+                     "counted as zero")
+    return (shares(supply) if supply and sum(supply.values()) > 0 else {}), notes
+
+
+def _hhi_wgi_t_of(share: dict[str, float], commodity: Commodity, ref: ReferenceInputs
+                  ) -> tuple[float | None, list[str]]:
+    """HHI_WGI,t of shares, or ``None`` with the suppliers that have no WGI value."""
+    missing = sorted(k for k, v in share.items() if k not in ref.wgi_scaled and v > 0)
+    if not share or missing:
+        return None, missing
+    return hhi_wgi_t(share=share, wgi_scaled=ref.wgi_scaled,
+                     t={k: ref.t(str(commodity), k) for k in share}), []
+
+
+def market_indicators(balance: ReconciledBalance, *,
+                      sourcing: PooledResult | None = None) -> list[IndicatorValue]:
+    """Concentration, import reliance, stocks, secondary share, prices of one balance, and
+    the EU 2017 supply risk when ``sourcing`` (an :func:`eu_sourcing_query` result of the
+    same commodity and year) is given."""
     out: list[IndicatorValue] = []
     c, p = balance.commodity, balance.period
     ref = reference_inputs()
@@ -170,6 +278,83 @@ def market_indicators(balance: ReconciledBalance) -> list[IndicatorValue]:
                                                        primary_production=primary),
             "recycling input (all stages) / (mining production + recycling input); also used "
             "as the end-of-life recycling input rate (EOL-RIR) proxy")
+    if balance.prices:
+        out += price_indicators(c, balance.prices)
+    if sourcing is not None:
+        out += _supply_risk(balance, sourcing, out, ref)
+    return out
+
+
+def _supply_risk(balance: ReconciledBalance, sourcing: PooledResult,
+                 indicators: list[IndicatorValue], ref: ReferenceInputs
+                 ) -> list[IndicatorValue]:
+    """``HHI_WGI,t(EU sourcing)`` and the EU 2017 supply risk per stage (mining, refining)."""
+    c, p = balance.commodity, balance.period
+    label = "ILLUSTRATIVE reference WGI, trade and substitution data" if ref.illustrative else ""
+    out: list[IndicatorValue] = []
+
+    def find(name: str, scope: str) -> float | None:
+        return next((i.value for i in indicators if i.name == name and i.scope == scope), None)
+
+    for stage in ("mining", "refining"):
+        share, notes = eu_sourcing_shares(balance, sourcing, stage)
+        eu_hhi, no_wgi = _hhi_wgi_t_of(share, c, ref)
+        scope = f"{EU27} / {stage}"
+        if no_wgi:
+            notes.append(f"no WGI value for {', '.join(no_wgi)}: not computed")
+        if not share:
+            continue
+        out.append(IndicatorValue(name="hhi_wgi_t_eu_sourcing", commodity=c, period=p,
+                                  scope=scope, value=eu_hhi,
+                                  note="; ".join([n for n in (label, *notes) if n])))
+        terms = {
+            "HHI_WGI,t(global)": find("hhi_wgi_t_global", f"World / {stage}"),
+            "HHI_WGI,t(EU sourcing)": eu_hhi,
+            "IR": find("import_reliance", scope),
+            "EOL-RIR": find("secondary_share", "World"),
+            "SI_SR": ref.si_sr.get(str(c)),
+        }
+        absent = [k for k, v in terms.items() if v is None]
+        if absent:
+            out.append(IndicatorValue(name="supply_risk", commodity=c, period=p, scope=scope,
+                                      value=None, note=f"not computed: no {', '.join(absent)}"))
+            continue
+        g, e, ir, rir, si = (float(v) for v in terms.values())  # type: ignore[arg-type]
+        out.append(IndicatorValue(
+            name="supply_risk", commodity=c, period=p, scope=scope,
+            value=supply_risk(hhi_wgi_t_global=g, hhi_wgi_t_eu_sourcing=e, import_reliance=ir,
+                              eol_rir=rir, si_sr=si),
+            note="EU 2017: [HHI_WGI,t(global) IR/2 + HHI_WGI,t(EU sourcing) (1 - IR/2)] "
+                 "(1 - EOL-RIR) SI_SR; EOL-RIR proxied by the secondary share"
+                 + (f"; {label}" if label else "")))
+    return out
+
+
+def price_indicators(commodity: Commodity, figures: Sequence[PriceFigure]
+                     ) -> list[IndicatorValue]:
+    """Volume-weighted prices by contract type and the long-term share of priced tonnes."""
+    out = []
+    for f in figures:
+        if f.status is CellStatus.PUBLISHED and f.value is not None:
+            out.append(IndicatorValue(
+                name="vwap_usd_t", commodity=commodity, period=f.period,
+                scope=f"World / {f.contract_type}", value=f.value, std=f.std,
+                note="volume-weighted: sum(price x quantity) / sum(quantity)"))
+    by_period: dict[str, dict[str, PriceFigure]] = {}
+    for f in figures:
+        by_period.setdefault(f.period, {})[f.contract_type] = f
+    for period, parts in sorted(by_period.items()):
+        lt, spot = parts.get(str(ContractType.LONG_TERM)), parts.get(str(ContractType.SPOT))
+        if (lt is None or spot is None or lt.status is not CellStatus.PUBLISHED
+                or spot.status is not CellStatus.PUBLISHED):
+            continue
+        share, std, _ = long_term_share_error(
+            NoisySum(lt.tonnes or 0.0, tuple(lt.tonnes_noise_scales)),
+            NoisySum(spot.tonnes or 0.0, tuple(spot.tonnes_noise_scales)))
+        if share is not None:
+            out.append(IndicatorValue(name="long_term_share", commodity=commodity,
+                                      period=period, scope="World", value=share, std=std,
+                                      note="long-term / all priced tonnes"))
     return out
 
 
@@ -245,6 +430,62 @@ def price_query(*, commodity: Commodity, year: int, epsilon: float, price_bound:
     })
 
 
+def vwap_series(value: PooledResult, quantity: PooledResult) -> list[IndicatorValue]:
+    """Prices of a :func:`coordinator.vwap_queries` pair: VWAP per contract type and period,
+    the long-term share of priced tonnes per period and over all periods, and the
+    volatility of the monthly VWAP of all contracts (log returns, error by simulation)."""
+    commodity = value.query.commodities[0]
+    out = price_indicators(commodity, vwap_figures(value, quantity))
+    cells = vwap_cells(value, quantity)
+    periods = list(value.query.periods)
+    years = sorted({str(parse_period(x).year) for x in periods})
+    if len(periods) > 1:
+        lt = spot = NoisySum(0.0, ())
+        complete = True
+        for x in periods:
+            for contract in ContractType:
+                status, _, q = cells[(str(contract), x)]
+                if status is CellStatus.SUPPRESSED:
+                    complete = False
+                elif q is not None:
+                    if contract is ContractType.LONG_TERM:
+                        lt = lt + q
+                    else:
+                        spot = spot + q
+        share, std, _ = long_term_share_error(lt, spot)
+        if complete and share is not None:
+            out.append(IndicatorValue(name="long_term_share", commodity=commodity,
+                                      period="/".join(years), scope="World (all periods)",
+                                      value=share, std=std,
+                                      note="long-term / all priced tonnes"))
+    monthly = [(x, cells[(ALL_CONTRACTS, x)]) for x in periods]
+    usable = [(x, v, q) for x, (status, v, q) in monthly
+              if status is CellStatus.PUBLISHED and v is not None and q is not None]
+    if len(usable) >= 3:
+        n = len(usable)
+        sums = [v for _, v, _ in usable] + [q for _, _, q in usable]
+
+        def volatility(a: Sequence[np.ndarray]) -> np.ndarray:
+            prices = np.stack([a[i] / a[n + i] for i in range(n)])
+            out_: np.ndarray = np.std(np.diff(np.log(prices), axis=0), axis=0, ddof=1)
+            return out_
+
+        def positive(a: Sequence[np.ndarray]) -> np.ndarray:
+            ok: np.ndarray = np.all(np.stack([a[i] > 0 for i in range(2 * n)]), axis=0)
+            return ok
+
+        vol, std, _ = statistic_error(volatility, sums, valid=positive)
+        if vol is not None:
+            gaps = len(usable) < len(periods)
+            out.append(IndicatorValue(
+                name="price_volatility", commodity=commodity,
+                period=f"{usable[0][0]}/{usable[-1][0]}", scope="World / all contracts",
+                value=vol, std=std,
+                note="sample std of log returns of the monthly VWAP"
+                     + ("; months without a published price skipped" if gaps else "")))
+    return out
+
+
 def price_series(result: PooledResult) -> list[IndicatorValue]:
     """Monthly mean prices of a :func:`price_query` result (published months only)."""
     commodity = result.query.commodities[0]
@@ -260,14 +501,42 @@ def price_series(result: PooledResult) -> list[IndicatorValue]:
     return out
 
 
+def _route(results: Sequence[PooledResult]) -> tuple[list[PooledResult],
+                                                     list[tuple[PooledResult, PooledResult]],
+                                                     list[PooledResult]]:
+    """(mean price results, VWAP (value, quantity) pairs, EU sourcing results)."""
+    means = [r for r in results if r.query.kind is QueryKind.MEAN
+             and r.query.measure is Measure.PRICE]
+    sourcing = [r for r in results if is_eu_sourcing(r.query)]
+    values = [r for r in results if r.query.measure is Measure.VALUE]
+    quantities = [r for r in results if r.query.measure is Measure.QUANTITY
+                  and list(r.query.flows) == [Flow.PRICE]]
+    pairs = []
+    for v in values:
+        match = next((q for q in quantities if is_vwap_pair(v, q)), None)
+        if match is not None:
+            quantities.remove(match)
+            pairs.append((v, match))
+    return means, pairs, sourcing
+
+
 def build_market_report(balances: Sequence[Balance], *, prices: Sequence[PooledResult] = (),
+                        sourcing: Sequence[PooledResult] = (),
                         rules: ChokeRules | None = None, draws: int = 400,
                         forecast: bool = True) -> MarketReport:
-    """Post-process every balance and compute the report's indicators, flows and flags."""
+    """Post-process every balance and compute the report's indicators, flows and flags.
+
+    ``prices`` and ``sourcing`` hold pooled results, recognised by their query: monthly mean
+    prices (:func:`price_query`), volume-weighted price pairs (:func:`vwap_queries`) and EU
+    sourcing (:func:`eu_sourcing_query`, matched to the balance of its commodity and year).
+    """
     from coordinator._forecast import forecast_series  # statsmodels: imported when needed
 
+    means, pairs, eu_sourcing = _route([*prices, *sourcing])
+    sourcing_of = {(r.query.commodities[0], r.query.periods[0]): r for r in eu_sourcing}
     reconciled = [reconcile_balance(b, draws=draws) for b in balances]
-    indicators = [i for b in reconciled for i in market_indicators(b)]
+    indicators = [i for b in reconciled for i in market_indicators(
+        b, sourcing=sourcing_of.get((b.commodity, b.period)))]
     sankeys = [material_flows(b) for b in reconciled]
     choke: list[ChokePoint] = []
     forecasts: list[Forecast] = []
@@ -321,9 +590,12 @@ def build_market_report(balances: Sequence[Balance], *, prices: Sequence[PooledR
             else:
                 notes.append(f"{commodity}: no forecast (needs >= 4 consecutive years of "
                              "complete world mining production)")
-    price_values = [v for r in prices for v in price_series(r)]
+    price_values = [v for r in means for v in price_series(r)]
+    for value, quantity in pairs:
+        price_values += vwap_series(value, quantity)
     if reference_inputs().illustrative:
-        notes.append("HHI_WGI,t uses ILLUSTRATIVE reference data (reference_data/README.md)")
+        notes.append("HHI_WGI,t and the supply risk use ILLUSTRATIVE reference data (WGI, "
+                     "trade, substitution; reference_data/README.md)")
     return MarketReport(balances=reconciled, indicators=indicators, choke_points=choke,
                         anomalies=anomaly_flags(reconciled), forecasts=forecasts,
                         sankeys=sankeys, prices=price_values, notes=notes)

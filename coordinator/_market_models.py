@@ -6,7 +6,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
-from coordinator._models import CellStatus, NodeOutcome
+from coordinator._models import CellStatus, NodeOutcome, PriceFigure
 from protocols import Commodity
 
 __all__ = [
@@ -55,6 +55,11 @@ class ReconciledFigure(BaseModel):
     missing_members: list[str] = Field(
         default_factory=list,
         description="aggregates: member countries whose figure is suppressed, so not included",
+    )
+    measured: bool = Field(
+        default=False,
+        description="aggregates: measured by its own query too (raw_value is that measurement), "
+                    "combined with its members' cells by weighted least squares",
     )
 
     @property
@@ -110,6 +115,8 @@ class ReconciledBalance(BaseModel):
     unit: str = "t contained"
     rows: list[ReconciledRow]
     provenance: Provenance
+    prices: list[PriceFigure] = Field(
+        default_factory=list, description="volume-weighted average prices of the year")
 
     def row(self, area: str, stage: str) -> ReconciledRow | None:
         """The row of ``area`` (ISO code, region name, ``EU27`` or ``World``) and stage."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -17,11 +17,13 @@ __all__ = [
     "BalanceRow",
     "CellStatus",
     "EnrolRequest",
+    "MeasuredTotal",
     "NodeOutcome",
     "NodeStatus",
     "NodeView",
     "PooledCell",
     "PooledResult",
+    "PriceFigure",
 ]
 
 
@@ -43,6 +45,8 @@ class NodeView(BaseModel):
     transport: str = "pull"
     url: str | None = None
     key_id: str
+    public_key: str = Field(description="the node's registered Ed25519 key (base64); auditors "
+                            "check ledger signatures with it")
     active: bool
     enrolled_at: datetime
     last_seen_at: datetime | None = None
@@ -83,6 +87,9 @@ class PooledCell(BaseModel):
 
     key: list[str]
     status: CellStatus
+    reason: str | None = Field(
+        default=None, description="why a cell is suppressed: min_contributors, dominance, "
+        "differencing")
     value: float | None = None
     std: float | None = Field(default=None, description="standard deviation of the DP noise")
     ci95: float | None = Field(default=None, description="half-width of the 95% noise interval")
@@ -128,6 +135,20 @@ class BalanceRequest(BaseModel):
     )
     min_contributors: Annotated[int, Field(ge=3, le=1000)] = 3
     purpose: Annotated[str, Field(min_length=3, max_length=500)] = "pooled commodity balance"
+    price_epsilon: Annotated[float | None, Field(ge=0.001, le=10)] = Field(
+        default=None,
+        description="also pool the year's volume-weighted prices (spot and long-term) at this "
+                    "extra epsilon; default: no price queries",
+    )
+    price_bound: Annotated[float | None, Field(ge=0.001, le=1e9)] = Field(
+        default=None, description="prices: USD/t clip of a record's price; default: table",
+    )
+    totals: Literal["none", "world", "world+regions"] = Field(
+        default="none",
+        description="world and region totals measured by their own queries: none (default: "
+                    "the flows' epsilon all on the country cells), world, or world+regions; "
+                    "see docs/balances.md (Epsilon split) for the measured trade-off",
+    )
 
     @field_validator("period")
     @classmethod
@@ -169,6 +190,37 @@ class BalanceRow(BaseModel):
     )
 
 
+class MeasuredTotal(BaseModel):
+    """A world or region total of one stage and base figure, measured by its own query.
+
+    Not a sum of country rows: the query has no country grouping (world) or filters the
+    region's countries (one cell per stage and flow), so its noise is independent of the
+    country cells'. Consistency post-processing combines it with them (docs/balances.md).
+    """
+
+    level: str = Field(description="world | region")
+    area: str = Field(description="World or a UN M49 region")
+    stage: str
+    figure: str = Field(description="a base figure: production, imports, ...")
+    value: BalanceFigure
+    query_id: str
+
+
+class PriceFigure(BaseModel):
+    """A pooled volume-weighted average price: sum(price x quantity) / sum(quantity)."""
+
+    contract_type: str = Field(description="spot | long_term | all")
+    period: str
+    status: CellStatus
+    value: float | None = Field(default=None, description="USD per tonne contained")
+    std: float | None = Field(default=None, description="rms error (simulated, both noises)")
+    ci95: float | None = None
+    tonnes: float | None = Field(default=None, description="noisy priced tonnes (denominator)")
+    tonnes_std: float | None = None
+    tonnes_noise_scales: list[float] = Field(
+        default_factory=list, description="Laplace scales of the priced tonnes' noise terms")
+
+
 class Balance(BaseModel):
     """The pooled balance of one commodity and year, with its provenance."""
 
@@ -183,3 +235,11 @@ class Balance(BaseModel):
     )
     unit_sum_bound: float
     stock_unit_bound: float
+    totals: list[MeasuredTotal] = Field(
+        default_factory=list,
+        description="world and region totals measured by their own queries (not sums of rows)",
+    )
+    prices: list[PriceFigure] = Field(
+        default_factory=list,
+        description="volume-weighted average prices of the year by contract type, if asked",
+    )

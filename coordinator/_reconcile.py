@@ -2,9 +2,13 @@
 
 Layout (see docs/balances.md): the leaves are the *published* base figures of each country x
 stage row (production, imports, exports, consumption, recycling input, waste, opening and
-closing stock). They are made non-negative by weighted least squares
-(:func:`coordinator._consistency.reconcile`); stock change and apparent consumption are
-recomputed from the post-processed leaves, so the identity
+closing stock). Each is a noisy measurement of itself; a world or region total measured by
+its own query (``Balance.totals``, see :func:`coordinator.total_queries`) is a noisy
+measurement of the sum of its countries' leaves. All are combined by non-negative weighted
+least squares (:func:`coordinator._consistency.reconcile`), keeping each world figure at its
+unconstrained least-squares value (clipped at 0) so that clipping noisy country cells at 0
+does not bias it upwards; stock change and apparent
+consumption are recomputed from the post-processed leaves, so the identity
 
     apparent consumption = production + imports - exports - (closing - opening stock)
 
@@ -13,15 +17,19 @@ countries' post-processed figures, so countries sum to regions and world exactly
 
 Suppressed figures stay suppressed: their values never reach the coordinator. An aggregate
 is the sum of its *published* members and lists the members it lacks
-(``missing_members``); it reveals nothing its members do not. Stock change and apparent
-consumption of an aggregate are published only when none of their terms lacks a member.
-Error bars of every figure are simulated through the post-processing
-(:func:`coordinator._consistency.simulate_errors`).
+(``missing_members``); it reveals nothing its members do not. A measured total is used (and
+its figure marked ``measured``) only when none of its member cells is suppressed: otherwise
+``total - published members`` would be the suppressed cells' sum. This is the residual rule
+of :func:`coordinator.publishable_totals` with the suppressed cells' contributors unknown
+(so any suppressed member fails it). Stock change and apparent consumption of an aggregate
+are published only when none of their terms lacks a member. Error bars of every figure are
+simulated through the post-processing (:func:`coordinator._consistency.simulate_errors`).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -48,10 +56,12 @@ IDENTITY_TERMS: dict[str, tuple[tuple[str, float], ...]] = {
 }
 
 POST_PROCESSING = (
-    "non-negative weighted least squares over published country cells (weights 1/noise "
-    "variance); derived figures and region/world totals are linear in the post-processed "
-    "cells (identity and sums exact); error bars by parametric bootstrap of the Laplace noise "
-    "through the same post-processing"
+    "non-negative weighted least squares over published country cells and the world and "
+    "region totals measured by their own queries (weights 1/noise variance), each world "
+    "figure kept at its unconstrained least-squares value (clipped at 0); derived "
+    "figures and region/world totals are linear in the post-processed cells (identity and "
+    "sums exact); error bars by parametric bootstrap of the Laplace noise through the same "
+    "post-processing"
 )
 
 
@@ -67,8 +77,9 @@ class _Spec:
     """One output figure: its coefficients over the leaves and its status."""
 
     def __init__(self, status: CellStatus, coefs: dict[int, float], raw: float | None,
-                 missing: list[str]) -> None:
+                 missing: list[str], measured: bool = False) -> None:
         self.status, self.coefs, self.raw, self.missing = status, coefs, raw, missing
+        self.measured = measured
 
 
 def _aggregate_status(statuses: list[CellStatus]) -> CellStatus:
@@ -95,9 +106,37 @@ def _derived(base: dict[str, _Spec], name: str) -> _Spec:
     return _Spec(CellStatus.PUBLISHED, coefs, raw, [])
 
 
+@dataclass(frozen=True)
+class _Total:
+    value: float
+    scales: tuple[float, ...]
+
+
+def _measured_totals(balance: Balance) -> dict[tuple[str, str, str], _Total]:
+    """Published measured totals by (area, stage, figure)."""
+    out: dict[tuple[str, str, str], _Total] = {}
+    for t in balance.totals:
+        fig = t.value
+        if fig.status is not CellStatus.PUBLISHED or fig.value is None:
+            continue
+        scales = _scales(fig)
+        if not scales:
+            raise ValueError(f"{t.area} {t.stage} {t.figure}: no noise scale")
+        out[(t.area, t.stage, t.figure)] = _Total(fig.value, scales)
+    return out
+
+
 def reconcile_balance(balance: Balance, *, regions: RegionTable | None = None,
-                      draws: int = 400, seed: int = 20240601) -> ReconciledBalance:
-    """The consistent balance of ``balance``: countries, M49 regions, EU27 and world."""
+                      draws: int = 400, seed: int = 20240601,
+                      keep_world_sums: bool = True) -> ReconciledBalance:
+    """The consistent balance of ``balance``: countries, M49 regions, EU27 and world.
+
+    ``keep_world_sums`` (default): each world figure (stage x base figure) keeps its
+    unconstrained weighted least-squares value, clipped at 0, when non-negativity binds on
+    its countries (:func:`coordinator._consistency.reconcile`, ``keep_sums``): clipping the
+    noisy country cells alone biases the world total upwards. ``False``: plain
+    non-negative least squares (the former post-processing, measured in BENCHMARKS.md).
+    """
     table = regions or region_table()
     measurements: list[Measurement] = []
     country_specs: dict[tuple[str, str], dict[str, _Spec]] = {}
@@ -116,6 +155,7 @@ def reconcile_balance(balance: Balance, *, regions: RegionTable | None = None,
                 specs[name] = _Spec(fig.status, {}, None, [])
         country_specs[(row.country, row.stage)] = specs
 
+    measured_totals = _measured_totals(balance)
     # (level, area, stage) -> figure -> spec
     outputs: dict[tuple[Level, str, str], dict[str, _Spec]] = {}
     stages = sorted({s for _, s in country_specs})
@@ -140,14 +180,28 @@ def reconcile_balance(balance: Balance, *, regions: RegionTable | None = None,
                 raw = (sum(p.raw or 0.0 for p in parts.values()
                            if p.status is CellStatus.PUBLISHED)
                        if status is CellStatus.PUBLISHED else None)
+                total = measured_totals.get((area, stage, name))
+                if total is not None and coefs and not missing:
+                    # the total measures exactly the published leaves (none suppressed)
+                    measurements.append(Measurement(tuple(sorted(coefs)), total.value,
+                                                    total.scales))
+                    agg[name] = _Spec(status, coefs, total.value, [], measured=True)
+                    continue
                 agg[name] = _Spec(status, coefs, raw, missing)
             outputs[(level, area, stage)] = agg
     for specs in outputs.values():
         for name in IDENTITY_TERMS:
             specs[name] = _derived(specs, name)
 
+    keep: list[list[int]] = []
+    if keep_world_sums:
+        for (level, _, _), specs in outputs.items():
+            if level is Level.WORLD:
+                keep += [sorted(specs[name].coefs) for name in BASE_FIGURES
+                         if specs[name].status is CellStatus.PUBLISHED and specs[name].coefs]
     n = len(measurements)
-    estimate = reconcile(n_leaves=n, measurements=measurements) if n else np.zeros(0)
+    estimate = (reconcile(n_leaves=n, measurements=measurements, keep_sums=keep) if n
+                else np.zeros(0))
     published = [(key, name) for key, specs in outputs.items() for name in FIGURES
                  if specs[name].status is CellStatus.PUBLISHED]
     matrix = np.zeros((len(published), n))
@@ -157,7 +211,7 @@ def reconcile_balance(balance: Balance, *, regions: RegionTable | None = None,
     values = matrix @ estimate
     if n and published:
         bars = simulate_errors(n_leaves=n, measurements=measurements, estimate=estimate,
-                               outputs=matrix, draws=draws, seed=seed)
+                               outputs=matrix, draws=draws, seed=seed, keep_sums=keep)
         std, ci95 = bars.std, bars.ci95
     else:
         std = ci95 = np.zeros(len(published))
@@ -174,7 +228,8 @@ def reconcile_balance(balance: Balance, *, regions: RegionTable | None = None,
                 i = index[(key, name)]
                 figures[name] = ReconciledFigure(
                     status=spec.status, value=float(values[i]), std=float(std[i]),
-                    ci95=float(ci95[i]), raw_value=spec.raw, missing_members=spec.missing)
+                    ci95=float(ci95[i]), raw_value=spec.raw, missing_members=spec.missing,
+                    measured=spec.measured)
             else:
                 figures[name] = ReconciledFigure(status=spec.status,
                                                  missing_members=spec.missing)
@@ -188,4 +243,5 @@ def reconcile_balance(balance: Balance, *, regions: RegionTable | None = None,
             unit_sum_bound=balance.unit_sum_bound, stock_unit_bound=balance.stock_unit_bound,
             post_processing=POST_PROCESSING, error_bar_draws=draws,
             reference_data=[table.version]),
+        prices=list(balance.prices),
     )

@@ -7,7 +7,7 @@ the right order of magnitude, not official figures, and everything computed from
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 
@@ -25,7 +25,8 @@ def _rows(name: str) -> list[dict[str, str]]:
 
 @dataclass(frozen=True)
 class ReferenceInputs:
-    """Scaled WGI per country, export restrictions, EU agreements, sector value added."""
+    """Scaled WGI per country, export restrictions, EU agreements, sector value added,
+    substitution indexes per commodity."""
 
     wgi_scaled: dict[str, float]
     restrictions: dict[tuple[str, str], list[str]]  # (commodity, iso3) -> measures
@@ -33,6 +34,8 @@ class ReferenceInputs:
     value_added: dict[str, float]
     parameters: EU2017Parameters
     illustrative: bool
+    si_sr: dict[str, float] = field(default_factory=dict)  # commodity -> SI_SR
+    si_ei: dict[str, float] = field(default_factory=dict)  # commodity -> SI_EI
 
     def t(self, commodity: str, iso3: str) -> float:
         """Trade parameter ``t_c`` of a supplier country for a commodity."""
@@ -51,7 +54,8 @@ def reference_inputs() -> ReferenceInputs:
         restrictions.setdefault((r["commodity"], r["iso3"]), []).append(r["measure"])
     agreements = _rows("eu_trade_agreements.csv")
     va = _rows("sector_value_added.csv")
-    statuses = {r["status"] for r in [*wgi, *rows, *agreements, *va]}
+    si = _rows("substitution_index.csv")
+    statuses = {r["status"] for r in [*wgi, *rows, *agreements, *va, *si]}
     return ReferenceInputs(
         wgi_scaled={r["iso3"]: float(r["wgi_scaled"]) for r in wgi},
         restrictions=restrictions,
@@ -59,4 +63,6 @@ def reference_inputs() -> ReferenceInputs:
         value_added={r["nace"]: float(r["value_added_eur_bn"]) for r in va},
         parameters=eu2017_parameters(),
         illustrative="ILLUSTRATIVE" in statuses,
+        si_sr={r["commodity"]: float(r["si_sr"]) for r in si},
+        si_ei={r["commodity"]: float(r["si_ei"]) for r in si},
     )

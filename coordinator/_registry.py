@@ -30,7 +30,8 @@ def _fetch_info(url: str, timeout: float) -> NodeInfo:
 
 def _view(row: NodeRow) -> NodeView:
     return NodeView(node_id=row.node_id, display_name=row.display_name,
-                    transport=row.transport, url=row.url, key_id=row.key_id, active=row.active,
+                    transport=row.transport, url=row.url, key_id=row.key_id,
+                    public_key=row.public_key, active=row.active,
                     enrolled_at=row.enrolled_at, last_seen_at=row.last_seen_at)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from coordinator._models import Balance, CellStatus, NodeOutcome
+from coordinator._verify import check_receipt
 from protocols import (
     SYNTHETIC_COLUMNS,
     CoverageEntry,
@@ -91,6 +92,9 @@ def check_synthetic_answer(*, node_id: str, public_key: str, query: SyntheticQue
         raise ValueError("synthetic rows do not have the requested shape")
     if abs(answer.epsilon - query.epsilon) > 1e-12 or answer.estimated_records < 0:
         raise ValueError("answer states a different epsilon than the query")
+    check_receipt(node_id=node_id, public_key=public_key, query_id=query.query_id,
+                  epsilon=answer.epsilon, payload=answer.model_dump(mode="json"),
+                  receipt=signed.receipt)
 
 
 def pool_synthetic(query: SyntheticQuery, answers: list[SignedSyntheticAnswer]

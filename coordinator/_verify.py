@@ -2,9 +2,38 @@
 
 from __future__ import annotations
 
-from protocols import AggregateQuery, SignatureError, SignedAnswer, verify
+from typing import Any
 
-__all__ = ["check_answer"]
+from protocols import (
+    AggregateQuery,
+    Receipt,
+    SignatureError,
+    SignedAnswer,
+    payload_digest,
+    verify,
+)
+
+__all__ = ["check_answer", "check_receipt"]
+
+
+def check_receipt(*, node_id: str, public_key: str, query_id: str, epsilon: float,
+                  payload: dict[str, Any], receipt: Receipt | None) -> Receipt:
+    """Raise ``ValueError`` unless ``receipt`` is ``node_id``'s signed ledger receipt of
+    exactly ``payload`` (the answer as signed) for ``query_id``; return it."""
+    if receipt is None:
+        raise ValueError("the answer has no ledger receipt; every release must be recorded in "
+                         "the node's ledger (upgrade the node)")
+    try:
+        verify(public_key, receipt.body(), receipt.signature)
+    except SignatureError as exc:
+        raise ValueError(f"ledger receipt signature check failed: {exc}") from exc
+    if receipt.node_id != node_id or receipt.query_id != query_id:
+        raise ValueError("the ledger receipt is for another node or another query")
+    if receipt.payload_sha256 != payload_digest(payload):
+        raise ValueError("the ledger receipt does not match the answer's content")
+    if receipt.cost.rho == 0 and abs(receipt.cost.epsilon - epsilon) > 1e-12:
+        raise ValueError("the ledger receipt records a different privacy cost than the answer")
+    return receipt
 
 
 def check_answer(*, node_id: str, public_key: str, query: AggregateQuery,
@@ -29,3 +58,6 @@ def check_answer(*, node_id: str, public_key: str, query: AggregateQuery,
             raise ValueError(f"answer has {name}, which a {query.kind} query does not release")
     if abs(answer.epsilon - query.epsilon) > 1e-12:
         raise ValueError("answer states a different epsilon than the query")
+    check_receipt(node_id=node_id, public_key=public_key, query_id=query.query_id,
+                  epsilon=answer.epsilon, payload=answer.model_dump(mode="json"),
+                  receipt=signed.receipt)

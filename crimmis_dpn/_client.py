@@ -16,10 +16,22 @@ from coordinator import (
     PooledSynthetic,
     QueryRequest,
     QuerySummary,
+    SecureQueryRequest,
+    SecureQueryStatus,
     TokenIssued,
     TokenRequest,
 )
-from protocols import API_VERSION, AggregateQuery, DataTier, ErrorBody, SyntheticQuery
+from protocols import (
+    API_VERSION,
+    AggregateQuery,
+    AuditReport,
+    DataTier,
+    ErrorBody,
+    LedgerExport,
+    Receipt,
+    SecureAggregateQuery,
+    SyntheticQuery,
+)
 
 __all__ = ["ClientError", "CoordinatorClient"]
 
@@ -98,11 +110,31 @@ class CoordinatorClient:
         return PooledResult.model_validate(self._request(
             "GET", f"/queries/{query_id}", params={"wait_seconds": wait_seconds}))
 
+    def synthetic_result(self, query_id: str, *, wait_seconds: float = 0.0) -> PooledSynthetic:
+        """A synthetic-data query's state (waiting up to ``wait_seconds`` for it to finish)."""
+        return PooledSynthetic.model_validate(self._request(
+            "GET", f"/queries/{query_id}", params={"wait_seconds": wait_seconds}))
+
     def enrol(self, request: EnrolRequest) -> NodeView:
         """Development only: enrol a push-mode node by URL."""
         return NodeView.model_validate(
             self._request("POST", "/nodes", json=request.model_dump(mode="json"))
         )
+
+    def receipts(self, *, node_id: str | None = None) -> list[Receipt]:
+        """The nodes' signed ledger receipts held by the coordinator (auditor or operator)."""
+        params = {"node_id": node_id} if node_id is not None else {}
+        return [Receipt.model_validate(r)
+                for r in self._request("GET", "/audit/receipts", params=params)]
+
+    def published(self, node_id: str) -> dict[str, str]:
+        """Query id -> purpose of every published result the node's answer went into."""
+        return dict(self._request("GET", f"/audit/published/{node_id}"))
+
+    def verify_ledger(self, ledger: LedgerExport) -> AuditReport:
+        """Have the coordinator audit a node's exported ledger against what it holds."""
+        return AuditReport.model_validate(
+            self._request("POST", "/audit/verify", json=ledger.model_dump(mode="json")))
 
     def nodes(self) -> list[NodeView]:
         """Enrolled nodes."""
@@ -116,6 +148,25 @@ class CoordinatorClient:
                                wait_seconds=wait_seconds)
         return PooledResult.model_validate(
             self._request("POST", "/queries", json=request.model_dump(mode="json")))
+
+    def secure_query(self, query: SecureAggregateQuery, *, stage_seconds: float | None = None,
+                     wait_seconds: float = 0.0) -> SecureQueryStatus:
+        """Start a securely aggregated sum over the active pull-mode nodes (waiting up to
+        ``wait_seconds`` for it to finish)."""
+        request = SecureQueryRequest(query=query, stage_seconds=stage_seconds,
+                                     wait_seconds=wait_seconds)
+        return SecureQueryStatus.model_validate(
+            self._request("POST", "/secure-queries", json=request.model_dump(mode="json")))
+
+    def secure_result(self, query_id: str, *, wait_seconds: float = 0.0) -> SecureQueryStatus:
+        """A secure query's state (waiting up to ``wait_seconds`` for it to finish)."""
+        return SecureQueryStatus.model_validate(self._request(
+            "GET", f"/secure-queries/{query_id}", params={"wait_seconds": wait_seconds}))
+
+    def company_concentration(self, *, sums: str, squares: str) -> list[dict[str, Any]]:
+        """Company HHI per cell from a secure ``sum`` and ``sum_of_squares`` round (ids)."""
+        return list(self._request("GET", "/company-concentration",
+                                  params={"sums": sums, "squares": squares}))
 
     def synthetic(self, query: SyntheticQuery, *, quorum: int = 3,
                   deadline_seconds: float | None = None, wait_seconds: float = 300.0

@@ -55,15 +55,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_service(name: str, args: Sequence[str], *, port: int, log_dir: Path) -> ServiceProcess:
-    """Start ``dpn ARGS --port PORT`` as a child process logging to ``log_dir/NAME.log``."""
+def start_service(name: str, args: Sequence[str], *, port: int, log_dir: Path,
+                  host: str = "127.0.0.1", prefix: Sequence[str] = ()) -> ServiceProcess:
+    """Start ``dpn ARGS --port PORT`` as a child process logging to ``log_dir/NAME.log``.
+
+    ``host``: the address the service listens on (pass ``--host`` in ``args`` too), for its
+    URL; ``prefix``: a command that runs the service, e.g. ``ip netns exec NAME`` (it must
+    exec the service, so that stopping the process stops the service).
+    """
     log_path = log_dir / f"{name}.log"
     log = log_path.open("ab")
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, fixed arguments
-        [sys.executable, "-m", "crimmis_dpn", *args, "--port", str(port)],
+        [*prefix, sys.executable, "-m", "crimmis_dpn", *args, "--port", str(port)],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
     )
-    return ServiceProcess(name, f"http://127.0.0.1:{port}", process, log_path, log)
+    return ServiceProcess(name, f"http://{host}:{port}", process, log_path, log)
 
 
 def wait_healthy(services: Sequence[ServiceProcess], *, timeout: float = 90.0,

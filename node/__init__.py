@@ -10,7 +10,14 @@ approval. Depends on :mod:`protocols` (and :mod:`synthetic`), never on
 from node._agent import CoordinatorError, PullAgent
 from node._aggregate import ComputedRelease, compute_release
 from node._api import create_app
-from node._budget import BudgetStatus, budget_status
+from node._budget import (
+    RESERVATION_TIMEOUT,
+    BudgetStatus,
+    ReservationLostError,
+    account_spend,
+    budget_status,
+    recover_reservations,
+)
 from node._db import create_schema, make_engine
 from node._enrolment import (
     CoordinatorUnreachableError,
@@ -38,6 +45,7 @@ from node._jobs import (
     receive_job,
     run_job,
 )
+from node._ledger import ReleaseOrigin, export_ledger, ledger_entries
 from node._mapping import Mapping, load_mapping
 from node._policy import (
     ApprovalPolicy,
@@ -49,10 +57,12 @@ from node._policy import (
     load_policy,
 )
 from node._release import answer_query
+from node._secure import SecureRoundsMemory, check_secure_query, handle_secagg_job
 from node._settings import NodeSettings, load_settings
 from node._summary import DataSummary, agent_status, data_summary
 
 __all__ = [
+    "RESERVATION_TIMEOUT",
     "ApprovalPolicy",
     "ApprovalRule",
     "BudgetExceededError",
@@ -76,20 +86,28 @@ __all__ = [
     "Policy",
     "PullAgent",
     "QueryRefusedError",
+    "ReleaseOrigin",
     "ReleasePolicy",
+    "ReservationLostError",
+    "SecureRoundsMemory",
+    "account_spend",
     "agent_status",
     "answer_query",
     "approve_job",
     "budget_status",
     "check_query",
+    "check_secure_query",
     "compute_release",
     "create_app",
     "create_schema",
     "data_summary",
     "deny_job",
     "enrol",
+    "export_ledger",
+    "handle_secagg_job",
     "ingest_file",
     "init_node",
+    "ledger_entries",
     "list_jobs",
     "load_enrolment",
     "load_mapping",
@@ -98,6 +116,7 @@ __all__ = [
     "make_engine",
     "open_node",
     "receive_job",
+    "recover_reservations",
     "rotate_key",
     "run_job",
 ]

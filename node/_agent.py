@@ -6,7 +6,10 @@ One loop, run inside ``dpn node serve`` when the node is enrolled:
 2. report every job state the coordinator has not acknowledged (awaiting approval, the
    signed answer, or the refusal and its reason);
 3. long-poll ``/v1/jobs/poll`` for the next job, verify its envelope against the pinned
-   coordinator key, record it, decide (policy, approval) and run it if automatic.
+   coordinator key, record it, decide (policy, approval) and run it if automatic; or, for a
+   step of a secure-aggregation round (``secagg_job``), run the step
+   (:mod:`node._secure`, the round's secrets in memory only) and post its message to
+   ``/v1/jobs/secagg``.
 
 When the coordinator cannot be reached the agent says so (log, and ``dpn node status``, with
 the address and the cause), backs off exponentially up to ``max_backoff_seconds`` and keeps
@@ -40,10 +43,12 @@ from node._jobs import (
     stored_answer,
     unreported_jobs,
 )
+from node._secure import SecureRoundsMemory, handle_secagg_job
 from protocols import (
     API_VERSION,
     COORDINATOR_ID,
     DEFAULT_MAX_AGE,
+    Envelope,
     EnvelopeError,
     ErrorBody,
     JobSpec,
@@ -52,6 +57,7 @@ from protocols import (
     PollBody,
     RefusalBody,
     ResultBody,
+    SecAggJob,
     SignedEnvelope,
     StatusBody,
     open_envelope,
@@ -78,6 +84,7 @@ class PullAgent:
         self._last_contact_note = 0.0
         self.failures = 0
         self._base = f"{enrolment.coordinator_url}/{API_VERSION}"
+        self.secure_rounds = SecureRoundsMemory()  # secure-aggregation secrets: memory only
 
     # --- envelopes ----------------------------------------------------------------------
 
@@ -98,6 +105,9 @@ class PullAgent:
         return True
 
     def _open(self, response: httpx.Response, kinds: set[MessageKind]) -> dict[str, object]:
+        return self._open_envelope(response, kinds).body
+
+    def _open_envelope(self, response: httpx.Response, kinds: set[MessageKind]) -> Envelope:
         try:
             signed = SignedEnvelope.model_validate_json(response.content)
             envelope = open_envelope(signed, public_key=self.enrolment.coordinator_public_key,
@@ -106,7 +116,7 @@ class PullAgent:
         except (ValidationError, EnvelopeError) as exc:
             log.warning("refused a message from the coordinator at %s: %s", self._base, exc)
             raise CoordinatorError(f"refused a message from the coordinator: {exc}") from exc
-        return envelope.body
+        return envelope
 
     async def _send(self, client: httpx.AsyncClient, path: str, kind: MessageKind,
                     body: dict[str, object], *, timeout: float = 30.0) -> httpx.Response:
@@ -134,12 +144,14 @@ class PullAgent:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), timeout=delay)
 
-    async def step(self, client: httpx.AsyncClient) -> JobSpec | None:
+    async def step(self, client: httpx.AsyncClient) -> JobSpec | SecAggJob | None:
         """One turn: run pending jobs, report, poll once, handle what came. Returns the job."""
         await self._run_pending()
         await self._report(client)
         job = await self._poll(client)
-        if job is not None:
+        if isinstance(job, SecAggJob):
+            await self._secure_step(client, job)
+        elif job is not None:
             await asyncio.to_thread(receive_job, context=self.context, spec=job)
             await self._run_pending()
             await self._report(client)
@@ -165,7 +177,19 @@ class PullAgent:
                 session.add(row)
                 session.commit()
 
-    async def _poll(self, client: httpx.AsyncClient) -> JobSpec | None:
+    async def _secure_step(self, client: httpx.AsyncClient, job: SecAggJob) -> None:
+        """Run one step of a secure-aggregation round and post the node's message."""
+        reply = await asyncio.to_thread(handle_secagg_job, context=self.context,
+                                        memory=self.secure_rounds, job=job)
+        response = await self._send(client, "/jobs/secagg", MessageKind.SECAGG_MESSAGE,
+                                    reply.model_dump(mode="json"))
+        if response.status_code == 200:
+            self._open(response, {MessageKind.ACK})
+        else:
+            log.warning("coordinator refused this node's %s message of secure round %s: %s",
+                        job.stage, job.round_id, _describe(response))
+
+    async def _poll(self, client: httpx.AsyncClient) -> JobSpec | SecAggJob | None:
         wait = self.context.settings.poll_wait_seconds
         response = await self._send(client, "/jobs/poll", MessageKind.POLL,
                                     PollBody(wait_seconds=wait).model_dump(mode="json"),
@@ -175,7 +199,10 @@ class PullAgent:
         if response.status_code != 200:
             raise CoordinatorError(_describe(response))
         try:
-            return JobSpec.model_validate(self._open(response, {MessageKind.JOB}))
+            envelope = self._open_envelope(response, {MessageKind.JOB, MessageKind.SECAGG_JOB})
+            if envelope.kind is MessageKind.SECAGG_JOB:
+                return SecAggJob.model_validate(envelope.body)
+            return JobSpec.model_validate(envelope.body)
         except ValidationError as exc:
             raise CoordinatorError(f"malformed job from the coordinator: {exc}") from exc
 

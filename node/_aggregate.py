@@ -20,6 +20,14 @@ by all records of one unit-year ``u``.
    their total exceeds ``B = unit_sum_bound`` they are scaled down together (rounded down, and
    any rounding excess taken off ``u``'s largest cell) so that they total at most ``B``.
    Removing ``u`` therefore changes the vector of cell sums by at most ``B`` in L1 norm.
+   The *value* measure (``value_usd``, price flow only) is the record's
+   ``price_usd_t x quantity_t`` in USD, defined only when the record has both; it is then
+   treated exactly like any other measure: clipped to ``[0, record_clip]`` USD per record and
+   bounded to ``unit_sum_bound`` USD per unit-year in L1 over the cells, so step 2 holds with
+   ``B`` in USD (the product is computed before clipping, so a unit's value never exceeds the
+   bound whatever its price or quantity). Grouping by ``contract_type`` keys a record by its
+   own contract type, so step 1 holds too. (Fixed point is 1/1000 USD: the largest bound,
+   1e9 USD, is 1e12 units, far inside 64-bit integers.)
 3. Counts: ``u`` contributes at most ``k = unit_record_bound`` records (the first ``k`` by
    record id), so the vector of counts changes by at most ``k`` in L1 norm.
 4. Noise: OpenDP's discrete Laplace with scale ``B / epsilon`` (sums) or ``k / epsilon``
@@ -82,6 +90,7 @@ RECORD_SCHEMA: dict[str, type[pl.DataType]] = {
     "quantity_t": pl.Float64,
     "price_usd_t": pl.Float64,
     "contribution_unit": pl.String,
+    "contract_type": pl.String,
 }
 
 _KEY_COLUMN = {
@@ -91,6 +100,7 @@ _KEY_COLUMN = {
     Dimension.COUNTRY: "country",
     Dimension.PARTNER_COUNTRY: "partner_country",
     Dimension.PERIOD: "query_period",
+    Dimension.CONTRACT_TYPE: "contract_type",
 }
 
 
@@ -159,6 +169,15 @@ def _latest_stock_only(stock: pl.LazyFrame, keys: list[str]) -> pl.LazyFrame:
     return stock.filter(pl.col("last_month") == latest)
 
 
+def _measure_expr(measure: Measure) -> pl.Expr:
+    """A record's value of ``measure`` (null when the record lacks it), before clipping."""
+    if measure is Measure.PRICE:
+        return pl.col("price_usd_t")
+    if measure is Measure.VALUE:  # USD: null unless the record has a price and a quantity
+        return pl.col("price_usd_t") * pl.col("quantity_t")
+    return pl.col("quantity_t")
+
+
 def _bounded_sums(scoped: pl.LazyFrame, query: AggregateQuery, keys: list[str],
                   coverage: Sequence[CoverageEntry]) -> pl.DataFrame:
     """Per-cell sums (fixed point) after per-record clipping and per-unit L1 scaling.
@@ -169,11 +188,11 @@ def _bounded_sums(scoped: pl.LazyFrame, query: AggregateQuery, keys: list[str],
     columns. Stock levels keep each unit-year's latest level per cell first.
     """
     bounds = query.bounds
-    column = "price_usd_t" if query.measure is Measure.PRICE else "quantity_t"
+    measure = _measure_expr(query.measure)
     clip_fp = round(bounds.record_clip * FIXED_POINT_SCALE)
     bound_fp = round(bounds.unit_sum_bound * FIXED_POINT_SCALE)
-    valued = scoped.filter(pl.col(column).is_not_null()).with_columns(
-        value=(pl.col(column).clip(0.0, bounds.record_clip) * FIXED_POINT_SCALE)
+    valued = scoped.filter(measure.is_not_null()).with_columns(
+        value=(measure.clip(0.0, bounds.record_clip) * FIXED_POINT_SCALE)
         .round()
         .cast(pl.Int64)
         .clip(0, clip_fp)

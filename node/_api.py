@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
@@ -18,7 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from node._agent import PullAgent
-from node._budget import budget_status
+from node._budget import budget_status, recover_reservations
 from node._enrolment import load_enrolment
 from node._errors import BudgetExceededError, NodeError, QueryRefusedError
 from node._home import NodeContext
@@ -29,6 +31,8 @@ from node._web import admin_router
 from protocols import API_VERSION, AggregateQuery, ErrorBody, NodeInfo, SignedAnswer
 
 __all__ = ["create_app"]
+
+log = logging.getLogger("node.api")
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -53,6 +57,12 @@ def create_app(context: NodeContext, *, run_agent: bool = True) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Reservations left by a crash are given back (nothing was released for them).
+        recovered = await asyncio.to_thread(recover_reservations, engine=context.engine,
+                                            older_than=timedelta(0))
+        if recovered:
+            log.warning("gave back %d budget reservation(s) left by a stopped process",
+                        recovered)
         if enrolment is None or not run_agent:
             yield
             return
@@ -135,7 +145,8 @@ def create_app(context: NodeContext, *, run_agent: bool = True) -> FastAPI:
         return [
             BudgetYear(year=s.year, total=s.total, spent=s.spent, remaining=s.remaining)
             for s in budget_status(
-                engine=context.engine, epsilon_per_year=context.policy.budget.epsilon_per_year
+                engine=context.engine, epsilon_per_year=context.policy.budget.epsilon_per_year,
+                delta=context.policy.budget.delta,
             )
         ]
 

@@ -1,4 +1,4 @@
-"""The node's database: imported records, imports, budget accounts and releases.
+"""The node's database: records, imports, privacy accounts, reservations, releases, ledger.
 
 SQLite (a file in the node home) is the embedded default; PostgreSQL is the production store.
 Every function that touches data takes keyword-only arguments.
@@ -15,13 +15,17 @@ from sqlmodel import Field, SQLModel, create_engine
 
 __all__ = [
     "AgentStatusRow",
-    "BudgetAccount",
+    "ContributorSetRow",
     "ImportRow",
     "JobRow",
+    "LedgerEntryRow",
+    "LedgerHeadRow",
     "NodeTable",
     "NonceRow",
+    "PrivacyAccountRow",
     "RecordRow",
     "ReleaseRow",
+    "ReservationRow",
     "create_schema",
     "make_engine",
     "utcnow",
@@ -82,13 +86,76 @@ class RecordRow(NodeTable, table=True):
     contribution_unit: str = Field(max_length=140)
 
 
-class BudgetAccount(NodeTable, table=True):
-    """Privacy budget spent in one accounting year, in nano-epsilon (exact integers)."""
+class PrivacyAccountRow(NodeTable, table=True):
+    """Privacy spent in one accounting year and data tier, reservations included.
 
-    __tablename__ = "budget_accounts"
+    Exact integers of 1e-9 (see :class:`protocols.Spend`): pure-DP epsilon, zCDP rho, and the
+    rho the pure releases are worth in zCDP. Rows are locked while a reservation is checked.
+    """
+
+    __tablename__ = "privacy_accounts"
 
     year: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
-    spent_nano: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    tier: str = Field(primary_key=True, max_length=32)
+    epsilon_nano: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    rho_nano: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    pure_rho_nano: int = Field(default=0, sa_column=Column(BigInteger, nullable=False,
+                                                           default=0))
+
+
+class ReservationRow(NodeTable, table=True):
+    """Budget reserved for one release before it is computed; settled when it is recorded.
+
+    ``state``: ``reserved`` (computing) or ``settled`` (released: the spend stays); a
+    reservation given back (nothing left the node) is deleted with its spend.
+    """
+
+    __tablename__ = "reservations"
+
+    query_id: str = Field(primary_key=True, max_length=32)
+    tier: str = Field(max_length=32)
+    years: str
+    epsilon_nano: int = Field(sa_column=Column(BigInteger, nullable=False))
+    rho_nano: int = Field(sa_column=Column(BigInteger, nullable=False))
+    pure_rho_nano: int = Field(sa_column=Column(BigInteger, nullable=False))
+    state: str = Field(max_length=16, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    closed_at: datetime | None = None
+
+
+class LedgerEntryRow(NodeTable, table=True):
+    """One entry of the node's hash-chained, signed privacy ledger (``protocols.LedgerEntry``)."""
+
+    __tablename__ = "ledger_entries"
+
+    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    query_id: str = Field(max_length=32, unique=True)
+    entry_hash: str = Field(max_length=64)
+    entry_json: str = Field(sa_column=Column(Text, nullable=False))
+    recorded_at: datetime
+
+
+class LedgerHeadRow(NodeTable, table=True):
+    """The ledger's last entry (one row): locked to append, so entries never fork."""
+
+    __tablename__ = "ledger_head"
+
+    id: int = Field(default=1, primary_key=True)
+    seq: int = 0
+    entry_hash: str = Field(max_length=64)
+
+
+class ContributorSetRow(NodeTable, table=True):
+    """Which set of nodes a released cell was pooled over (the differencing guard's memory)."""
+
+    __tablename__ = "contributor_sets"
+    __table_args__ = (Index("ix_contributor_sets_cell", "cell_hash"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    cell_hash: str = Field(max_length=64)
+    members_hash: str = Field(max_length=64)
+    members: str = Field(sa_column=Column(Text, nullable=False))  # sorted, comma-separated
+    query_id: str = Field(max_length=32)
 
 
 class ReleaseRow(NodeTable, table=True):
@@ -133,6 +200,7 @@ class JobRow(NodeTable, table=True):
     outcome_reason: str | None = None  # refusals: query_refused | budget_exceeded | denied ...
     outcome_message: str | None = None
     reported_state: str | None = None
+    participants: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class NonceRow(NodeTable, table=True):

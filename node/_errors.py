@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from protocols import PrivacyCost
+
 __all__ = [
     "BudgetExceededError",
     "IngestError",
@@ -84,15 +86,23 @@ class QueryRefusedError(NodeError):
 
 
 class BudgetExceededError(NodeError):
-    """Releasing would exceed the privacy budget of at least one accounting year."""
+    """Releasing would exceed the privacy budget of at least one accounting year.
 
-    def __init__(self, *, requested: float, remaining: dict[int, float]) -> None:
-        self.requested = requested
+    ``requested`` is the release's cost (pure epsilon, or zCDP rho); ``remaining`` the epsilon
+    each year has left (all tiers together, or the tier's own cap if lower).
+    """
+
+    def __init__(self, *, requested: PrivacyCost | float, remaining: dict[int, float]) -> None:
+        self.cost = (requested if isinstance(requested, PrivacyCost)
+                     else PrivacyCost(epsilon=requested))
+        self.requested = self.cost.epsilon if self.cost.rho == 0 else self.cost.rho
         self.remaining = remaining
         short = ", ".join(
             f"{year}: {left:.4g} remaining" for year, left in sorted(remaining.items())
         )
+        asked = (f"epsilon {self.cost.epsilon:.4g}" if self.cost.rho == 0
+                 else f"rho {self.cost.rho:.4g} (zCDP)")
         super().__init__(
-            f"privacy budget exceeded: requested epsilon {requested:.4g} per year, "
+            f"privacy budget exceeded: requested {asked} per year, "
             f"but {short}; the release was refused and nothing was charged"
         )

@@ -35,10 +35,17 @@ from sqlalchemy.exc import IntegrityError
 
 from node._db import NodeTable, utcnow
 from node._errors import IngestError, IngestProblem
+from node._ingest_log import AttemptRecorder
 from node._mapping import STANDARD_FIELDS, Mapping
 from protocols import ReportingRecord, parse_period
 
-__all__ = ["IngestReport", "ingest_file"]
+__all__ = [
+    "MAX_XLSX_COMPRESSION_RATIO",
+    "MAX_XLSX_MEMBERS",
+    "MAX_XLSX_UNCOMPRESSED_BYTES",
+    "IngestReport",
+    "ingest_file",
+]
 
 #: Records per INSERT batch (and rows between progress reports).
 _BATCH_ROWS = 5_000
@@ -57,6 +64,16 @@ _EXTENSIONS = {
     ".parquet": "parquet",
     ".pq": "parquet",
 }
+#: Zip-bomb guard for XLSX files (an .xlsx is a zip archive), checked on the archive's central
+#: directory before any member is inflated (docs/ingest.md, "Size"): the total size of all
+#: members once inflated ...
+MAX_XLSX_UNCOMPRESSED_BYTES = 1024 * 2**20
+#: ... how many times larger than its compressed bytes one member may inflate (for members
+#: over 1 MiB; real worksheets compress 5 to 30 times, a bomb of repeated cells 1,000 times) ...
+MAX_XLSX_COMPRESSION_RATIO = 100
+#: ... and how many members the archive may have.
+MAX_XLSX_MEMBERS = 10_000
+_RATIO_CHECK_FROM_BYTES = 2**20
 #: A date with a time of day, as spreadsheets write dates: only its date counts for a period.
 _DATETIME = re.compile(r"^(\d{4}-\d{2}-\d{2})[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?$")
 _FIELD_PREFIX = re.compile(r"^([a-z_]+): (.*)$", re.DOTALL)
@@ -245,6 +262,44 @@ def _xlsx_header(raw: bytes, sheet: str | None, name: str) -> tuple[str, int, li
         workbook.close()
 
 
+def _mib(size: int) -> str:
+    return f"{size / 2**20:,.1f} MiB"
+
+
+def _check_zip_sizes(members: Sequence[zipfile.ZipInfo], name: str) -> None:
+    """Refuse a zip bomb from the archive's central directory, before anything is inflated.
+
+    The sizes are the ones the archive declares; :mod:`zipfile` (which openpyxl reads
+    through) never inflates a member past its declared size, so they bound the memory used.
+    """
+    if len(members) > MAX_XLSX_MEMBERS:
+        raise _file_error(
+            name,
+            f"refused as a possible zip bomb: the .xlsx archive has {len(members):,} members "
+            f"(at most {MAX_XLSX_MEMBERS:,} allowed)",
+        )
+    total = sum(member.file_size for member in members)
+    if total > MAX_XLSX_UNCOMPRESSED_BYTES:
+        raise _file_error(
+            name,
+            f"refused as a possible zip bomb: the .xlsx archive would expand to "
+            f"{_mib(total)} (at most {_mib(MAX_XLSX_UNCOMPRESSED_BYTES)} allowed); split the "
+            "data into several files or export it as CSV or Parquet",
+        )
+    for member in members:
+        if member.file_size <= _RATIO_CHECK_FROM_BYTES:
+            continue
+        ratio = member.file_size / max(member.compress_size, 1)
+        if ratio > MAX_XLSX_COMPRESSION_RATIO:
+            raise _file_error(
+                name,
+                f"refused as a possible zip bomb: member {member.filename!r} of the .xlsx "
+                f"archive expands {ratio:,.0f} times ({_mib(member.compress_size)} to "
+                f"{_mib(member.file_size)}; at most {MAX_XLSX_COMPRESSION_RATIO} times "
+                "allowed for members over 1 MiB)",
+            )
+
+
 def _read_xlsx(raw: bytes, name: str, mapping: Mapping) -> _Table:
     if not raw:
         raise _file_error(name, "the file is empty")
@@ -255,13 +310,15 @@ def _read_xlsx(raw: bytes, name: str, mapping: Mapping) -> _Table:
             "save it as an unprotected .xlsx",
         )
     try:
-        zipfile.ZipFile(io.BytesIO(raw)).close()
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            members = archive.infolist()
     except zipfile.BadZipFile as exc:
         raise _file_error(
             name,
             f"not a readable .xlsx workbook: an .xlsx file is a zip archive and this one is "
             f"truncated or not a zip ({exc})",
         ) from None
+    _check_zip_sizes(members, name)
     title, header_row, header = _xlsx_header(raw, mapping.file.sheet, name)
     try:
         frame = pl.read_excel(
@@ -702,26 +759,19 @@ def _store(
     return import_id
 
 
-def ingest_file(
+def _ingest(
     *,
     engine: Engine,
     path: Path,
     mapping: Mapping,
-    progress: Progress | None = None,
+    progress: Progress | None,
+    attempt: AttemptRecorder,
 ) -> IngestReport:
-    """Import one company file through ``mapping``; all of it, or nothing.
-
-    Raises :class:`~node._errors.IngestError` listing every problem (file-level ones with
-    ``row=None``, then each bad row's) and leaves the database unchanged. A file imported
-    before (same SHA-256) is not imported again: the report says ``already_imported``.
-
-    ``progress(done, total)`` is called every few thousand rows; ``total`` is twice the
-    number of data rows (each row counts once when validated and once when stored) and the
-    last call of a successful import is ``progress(total, total)``.
-    """
+    """The import itself (see :func:`ingest_file`); tells ``attempt`` what it learns."""
     name = path.name
     raw = _read_bytes(path, name)
     sha256 = hashlib.sha256(raw).hexdigest()
+    attempt.sha256 = sha256
     earlier = _earlier_import(engine, sha256)
     if earlier is not None:
         return IngestReport(name, sha256, 0, True, earlier)
@@ -746,6 +796,7 @@ def ingest_file(
         progress=progress,
     )
     rows = cells.height
+    attempt.row_count = rows - len(skip)
     del cells
     problems = checked.problems + _stored_before(engine, ids.first, first_row=first_row, name=name)
     if problems:
@@ -771,3 +822,39 @@ def ingest_file(
         ]
         raise IngestError(sorted(problems, key=lambda problem: problem.row or 0)) from exc
     return IngestReport(name, sha256, checked.count, False, import_id)
+
+
+def ingest_file(
+    *,
+    engine: Engine,
+    path: Path,
+    mapping: Mapping,
+    progress: Progress | None = None,
+) -> IngestReport:
+    """Import one company file through ``mapping``; all of it, or nothing.
+
+    Raises :class:`~node._errors.IngestError` listing every problem (file-level ones with
+    ``row=None``, then each bad row's) and leaves the database unchanged. A file imported
+    before (same SHA-256) is not imported again: the report says ``already_imported``.
+
+    ``progress(done, total)`` is called every few thousand rows; ``total`` is twice the
+    number of data rows (each row counts once when validated and once when stored) and the
+    last call of a successful import is ``progress(total, total)``.
+
+    Every call, whatever its outcome, is then recorded in the ingest log in a transaction of
+    its own (see :mod:`node._ingest_log`).
+    """
+    attempt = AttemptRecorder(engine=engine, file_name=path.name,
+                              mapping_sha256=mapping.mapping_sha256)
+    try:
+        report = _ingest(engine=engine, path=path, mapping=mapping, progress=progress,
+                         attempt=attempt)
+    except IngestError as exc:
+        attempt.rejected(exc.problems)
+        raise
+    except Exception as exc:
+        attempt.failed(exc)
+        raise
+    attempt.imported(rows=report.rows_imported, import_id=report.import_id,
+                     duplicate=report.already_imported)
+    return report

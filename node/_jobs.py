@@ -16,6 +16,7 @@ from sqlmodel import Session, col, select
 from node._db import JobRow, ReleaseRow, utcnow
 from node._errors import BudgetExceededError, NodeError, QueryRefusedError
 from node._home import NodeContext
+from node._ledger import ReleaseOrigin
 from node._policy import check_query
 from node._release import answer_query
 from node._synthetic_release import check_synthetic, release_synthetic
@@ -74,6 +75,8 @@ def receive_job(*, context: NodeContext, spec: JobSpec) -> JobRow:
             years=",".join(str(y) for y in query.accounting_periods()),
             query_json=canonical_json(query.model_dump(mode="json")).decode("utf-8"),
             deadline=spec.deadline,
+            participants=(",".join(spec.participants) if spec.participants is not None
+                          else None),
         )
         try:
             if isinstance(query, SyntheticQuery):
@@ -103,14 +106,18 @@ def run_job(*, context: NodeContext, job_id: str, now: datetime | None = None) -
         query = parse_query(row.query_json)
         tier = DataTier(row.tier)
         deadline = _aware(row.deadline)
+        origin = ReleaseOrigin(
+            requester=row.requester, tier=tier, job_id=row.job_id,
+            participants=(tuple(p for p in row.participants.split(",") if p)
+                          if row.participants is not None else None))
     if now >= deadline:
         return _finish(context.engine, job_id, JobState.EXPIRED, "expired",
                        f"deadline {deadline.isoformat()} passed before the job ran")
     try:
         if isinstance(query, SyntheticQuery):
-            release_synthetic(context=context, query=query, tier=tier)
+            release_synthetic(context=context, query=query, tier=tier, origin=origin)
         else:
-            answer_query(context=context, query=query)
+            answer_query(context=context, query=query, origin=origin)
     except BudgetExceededError as exc:
         return _finish(context.engine, job_id, JobState.REFUSED, "budget_exceeded", str(exc))
     except QueryRefusedError as exc:

@@ -99,7 +99,8 @@ class _DatabaseCollector(Collector):
                 select(func.count()).select_from(_RELEASES)).scalar_one())
             connection.rollback()
         for year in budget_status(engine=context.engine,
-                                  epsilon_per_year=context.policy.budget.epsilon_per_year):
+                                  epsilon_per_year=context.policy.budget.epsilon_per_year,
+                                  delta=context.policy.budget.delta):
             total.add_metric([str(year.year)], year.total)
             spent.add_metric([str(year.year)], year.spent)
             left.add_metric([str(year.year)], year.remaining)

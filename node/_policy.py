@@ -12,6 +12,7 @@ from node._errors import NodeConfigError, QueryRefusedError
 from protocols import (
     AggregateQuery,
     AnyQuery,
+    BudgetLimit,
     Commodity,
     CoverageEntry,
     DataTier,
@@ -37,12 +38,32 @@ EvaluationPart = Literal["quality", "risks", "dcr"]
 
 
 class BudgetPolicy(BaseModel):
-    """Privacy budget: pure-DP epsilon per accounting (calendar) year of the data."""
+    """Privacy budget per accounting (calendar) year of the data, overall and per data tier.
+
+    Spend is accounted as in :mod:`protocols._accounting`: pure-DP releases add their
+    epsilons exactly; zCDP releases (Gaussian noise, secure aggregation) add their rho, and
+    the year's guarantee at ``delta`` must stay within ``epsilon_per_year`` (and within
+    ``tiers[tier]`` for a tier that has its own cap).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     epsilon_per_year: Annotated[float, Field(gt=0, le=100)] = 10.0
     max_epsilon_per_release: Annotated[float, Field(gt=0, le=10)] = 2.0
+    delta: Annotated[float, Field(ge=0, le=1e-3)] = Field(
+        default=1e-6, description="delta of the yearly (epsilon, delta) guarantee; "
+        "used only once zCDP releases are made (pure-DP spend needs none)")
+    tiers: dict[DataTier, Annotated[float, Field(gt=0, le=100)]] = Field(
+        default_factory=dict,
+        description="optional epsilon cap per data tier and year, within epsilon_per_year")
+
+    def limits(self, tier: DataTier | str) -> dict[str, BudgetLimit]:
+        """The limits a release of ``tier`` must meet: ``all`` and, if capped, the tier's."""
+        limits = {"all": BudgetLimit(epsilon=self.epsilon_per_year, delta=self.delta)}
+        cap = self.tiers.get(DataTier(tier))
+        if cap is not None:
+            limits[str(tier)] = BudgetLimit(epsilon=cap, delta=self.delta)
+        return limits
 
 
 class ReleasePolicy(BaseModel):
@@ -154,6 +175,14 @@ def _rule_toml(rule: ApprovalRule) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _tiers_toml(budget: BudgetPolicy) -> str:
+    if not budget.tiers:
+        return ("# Optional cap per data tier, within epsilon_per_year, e.g.\n"
+                "# [budget.tiers]\n# bulk = 2.0\n")
+    lines = "".join(f"{tier} = {cap}\n" for tier, cap in sorted(budget.tiers.items()))
+    return f"[budget.tiers]\n{lines}"
+
+
 def policy_toml(policy: Policy) -> str:
     """The policy as a commented TOML file (what ``dpn node init`` writes)."""
     b, r = policy.budget, policy.release
@@ -175,7 +204,9 @@ countries = {_toml_list(list(entry.countries))}
 epsilon_per_year = {b.epsilon_per_year}
 # Largest epsilon one release may cost.
 max_epsilon_per_release = {b.max_epsilon_per_release}
-
+# delta of the yearly (epsilon, delta) guarantee once zCDP (Gaussian) releases are made.
+delta = {b.delta}
+{_tiers_toml(b)}
 [release]
 # The pool must suppress cells with fewer contributing companies than this (at least 3).
 min_contributors = {r.min_contributors}

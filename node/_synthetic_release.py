@@ -1,9 +1,9 @@
 """Releasing a DP synthetic table (data tier ``bulk``), charged like any other release.
 
-One database transaction, as for aggregates (:mod:`node._release`): the budget is charged,
-the synthesizer is fitted on the node's records inside its declared coverage, rows are
-sampled and evaluated locally, and the signed release is recorded before it is returned.
-The same query id returns the stored release (no second charge, no second fit).
+As for aggregates (:mod:`node._releasing`): the budget is reserved, the synthesizer is fitted
+on the node's records inside its declared coverage, rows are sampled and evaluated locally,
+and the signed release, its ledger entry and the settlement are recorded together before it
+is returned. The same query id returns the stored release (no second charge, no second fit).
 
 What leaves the node: synthetic rows (DP: the fit is ``(epsilon, 0)``-DP per contribution
 unit-year, see :mod:`synthetic`), the privacy spent, a DP estimate of the number of records
@@ -14,31 +14,29 @@ DP: they are rounded and limited to what the policy lists.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, select
 
-from node._budget import charge_budget, to_nano
-from node._db import RecordRow, ReleaseRow, utcnow
+from node._db import RecordRow, utcnow
 from node._errors import QueryRefusedError
 from node._home import NodeContext
+from node._ledger import ReleaseOrigin
 from node._policy import Policy
+from node._releasing import ReleaseSpec, release_once
 from protocols import (
     DataTier,
+    PrivacyCost,
     SignedSyntheticAnswer,
     SyntheticAnswer,
     SyntheticQuery,
-    canonical_json,
-    parse_answer,
     sign,
 )
 
 __all__ = ["check_synthetic", "release_synthetic"]
 
 _RECORDS = RecordRow.__table__  # type: ignore[attr-defined]
-_RELEASES = ReleaseRow.__table__  # type: ignore[attr-defined]
 _HOLDOUT_FRACTION = 0.2
 
 
@@ -118,27 +116,24 @@ def _evaluation(policy: Policy, train: pl.DataFrame, rows: pl.DataFrame,
 
 
 def release_synthetic(*, context: NodeContext, query: SyntheticQuery,
-                      tier: DataTier = DataTier.BULK) -> SignedSyntheticAnswer:
-    """Fit, sample, evaluate and release a synthetic table, charged to the budget."""
+                      tier: DataTier = DataTier.BULK,
+                      origin: ReleaseOrigin | None = None) -> SignedSyntheticAnswer:
+    """Fit, sample, evaluate and release a synthetic table, charged to the budget and signed
+    into the ledger (:mod:`node._releasing`)."""
     from synthetic import fit_synthesizer, split_holdout
 
-    check_synthetic(context.policy, query, tier)
-    query_text = canonical_json(query.model_dump(mode="json")).decode("utf-8")
-    with context.engine.begin() as connection:
-        stored = connection.execute(select(_RELEASES.c.query_json, _RELEASES.c.answer_json)
-                                    .where(_RELEASES.c.query_id == query.query_id)).first()
-    if stored is not None:
-        if stored.query_json != query_text:
-            raise QueryRefusedError(f"query id {query.query_id} was already used for a "
-                                    "different query; use a fresh query id", rule="query_id")
-        previous = parse_answer(stored.answer_json)
-        assert isinstance(previous, SignedSyntheticAnswer)
-        return previous
+    origin = origin or ReleaseOrigin(tier=tier)
+    check_synthetic(context.policy, query, origin.tier)
     years = query.accounting_periods()
-    with context.engine.begin() as connection:
-        charge_budget(connection=connection, years=years, epsilon=query.epsilon,
-                      epsilon_per_year=context.policy.budget.epsilon_per_year)
-        records = _records(connection, context, query)
+    spec = ReleaseSpec(
+        query_id=query.query_id, query=query.model_dump(mode="json"), purpose=query.purpose,
+        kind="synthetic", mechanism=f"synthetic/{query.method}",
+        cost=PrivacyCost(epsilon=query.epsilon), accounting_periods=years)
+
+    def compute() -> SignedSyntheticAnswer:
+        with context.engine.connect() as connection:
+            records = _records(connection, context, query)
+            connection.rollback()
         train, holdout = split_holdout(records, fraction=_HOLDOUT_FRACTION, seed=0)
         fitted = fit_synthesizer(train, method=query.method, epsilon=query.epsilon,
                                  domain=_domain(context, query),
@@ -153,12 +148,9 @@ def release_synthetic(*, context: NodeContext, query: SyntheticQuery,
             evaluation=_evaluation(context.policy, train, rows, holdout),
             coverage=list(context.policy.coverage), released_at=utcnow(),
         )
-        signed = SignedSyntheticAnswer(
+        return SignedSyntheticAnswer(
             answer=answer, signature=sign(context.private_key, answer.model_dump(mode="json")),
             key_id=context.key_id)
-        connection.execute(insert(_RELEASES).values(
-            query_id=query.query_id, years=",".join(str(y) for y in years),
-            epsilon_nano=to_nano(query.epsilon), kind="synthetic", purpose=query.purpose,
-            query_json=query_text, answer_json=json.dumps(signed.model_dump(mode="json")),
-            released_at=answer.released_at))
-    return signed
+
+    return release_once(context=context, spec=spec, origin=origin, compute=compute,
+                        payload=lambda s: s.answer.model_dump(mode="json"))

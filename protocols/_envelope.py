@@ -62,6 +62,8 @@ class MessageKind(StrEnum):
     REFUSAL = "refusal"  # node -> coordinator: the node will not answer a job, and why
     ROTATE_KEY = "rotate_key"  # node -> coordinator: replace my key (signed by the old one)
     ACK = "ack"  # coordinator -> node: received
+    SECAGG_JOB = "secagg_job"  # coordinator -> node: the next step of a secure-aggregation round
+    SECAGG_MESSAGE = "secagg_message"  # node -> coordinator: its message (or refusal) for it
 
 
 class EnvelopeError(ProtocolError):

@@ -87,6 +87,9 @@ class JobSpec(BaseModel):
     tier: DataTier = DataTier.STANDARDISED
     requester: Annotated[str, Field(min_length=1, max_length=100)]
     deadline: datetime
+    participants: list[str] | None = Field(
+        default=None, description="the nodes this query was sent to; nodes apply the "
+        "differencing rule (protocols.MIN_SET_DIFFERENCE) to it")
 
 
 class EnrolBody(BaseModel):

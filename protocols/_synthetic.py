@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from protocols._codes import Commodity
 from protocols._coverage import CoverageEntry
+from protocols._ledger import Receipt
 from protocols._periods import parse_period
 from protocols._record import PeriodText
 
@@ -97,3 +98,5 @@ class SignedSyntheticAnswer(BaseModel):
     answer: SyntheticAnswer
     signature: str
     key_id: str
+    receipt: Receipt | None = Field(
+        default=None, description="the node's signed ledger receipt of this release")

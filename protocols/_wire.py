@@ -16,9 +16,10 @@ from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from protocols._codes import TRADE_FLOWS, Commodity, Flow, Stage
+from protocols._codes import TRADE_FLOWS, Commodity, ContractType, Flow, Stage
 from protocols._countries import all_country_codes
 from protocols._coverage import CoverageEntry, covers_slice
+from protocols._ledger import Receipt
 from protocols._periods import parse_period
 from protocols._record import CountryCode, PeriodText
 
@@ -55,6 +56,7 @@ class Measure(StrEnum):
 
     QUANTITY = "quantity_t"  # tonnes of contained element
     PRICE = "price_usd_t"  # USD per tonne (price flow only)
+    VALUE = "value_usd"  # price_usd_t x quantity_t of a record, USD (price flow only)
 
 
 class Dimension(StrEnum):
@@ -66,6 +68,7 @@ class Dimension(StrEnum):
     COUNTRY = "country"
     PARTNER_COUNTRY = "partner_country"
     PERIOD = "period"
+    CONTRACT_TYPE = "contract_type"  # spot | long_term (price flow only)
 
 
 class Bounds(BaseModel):
@@ -126,8 +129,14 @@ class AggregateQuery(BaseModel):
         price = self.measure is Measure.PRICE
         if price and self.flows != [Flow.PRICE]:
             raise ValueError("flows: the price measure is only defined on the price flow")
-        if not price and self.kind is not QueryKind.COUNT and Flow.PRICE in self.flows:
+        if self.measure is Measure.VALUE and self.flows != [Flow.PRICE]:
+            raise ValueError("flows: the value measure is only defined on the price flow")
+        # quantities of the price flow (priced tonnes) are summed on their own, never mixed
+        if (self.measure is Measure.QUANTITY and self.kind is not QueryKind.COUNT
+                and Flow.PRICE in self.flows and self.flows != [Flow.PRICE]):
             raise ValueError("flows: use measure price_usd_t for the price flow")
+        if Dimension.CONTRACT_TYPE in self.group_by and self.flows != [Flow.PRICE]:
+            raise ValueError("group_by: contract_type applies to the price flow only")
         if Dimension.PARTNER_COUNTRY in self.group_by and not set(self.flows) <= TRADE_FLOWS:
             raise ValueError("group_by: partner_country applies to import and export flows only")
         if self.cell_count() > MAX_CELLS:
@@ -146,6 +155,8 @@ class AggregateQuery(BaseModel):
             return list(self.countries or all_country_codes())
         if dim is Dimension.PARTNER_COUNTRY:
             return list(self.partner_countries or all_country_codes())
+        if dim is Dimension.CONTRACT_TYPE:
+            return [str(c) for c in ContractType]
         return list(self.periods)
 
     def cell_count(self) -> int:
@@ -235,6 +246,9 @@ class SignedAnswer(BaseModel):
     answer: NodeAnswer
     signature: str
     key_id: str
+    receipt: Receipt | None = Field(
+        default=None, description="the node's signed ledger receipt of this release "
+        "(its payload_sha256 is the SHA-256 of the answer's canonical JSON)")
 
 
 class NodeInfo(BaseModel):

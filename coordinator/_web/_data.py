@@ -1,8 +1,9 @@
 """What the dashboard reads from the coordinator's database (read-only, no pooling here).
 
-Balances are not stored as such: a balance is two pooled queries (flows and stocks, see
-:mod:`coordinator._balance`). :func:`stored_balances` finds completed pairs and re-assembles
-them with :func:`coordinator._balance.assemble_balance`, which spends no privacy budget.
+Balances are not stored as such: a balance is pooled queries (flows and stocks, plus world
+and region totals, see :mod:`coordinator._balance`). :func:`stored_balances` finds completed
+flows/stocks pairs (and their totals) and re-assembles them with
+:func:`coordinator._balance.assemble_balance`, which spends no privacy budget.
 """
 
 from __future__ import annotations
@@ -15,7 +16,12 @@ from pydantic import ValidationError
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from coordinator._balance import BALANCE_FLOWS, assemble_balance
+from coordinator._balance import (
+    BALANCE_FLOWS,
+    assemble_balance,
+    balance_epsilon,
+    total_area,
+)
 from coordinator._db import JobRow, NodeRow, QueryRow
 from coordinator._models import Balance, BalanceRequest, PooledResult
 from protocols import AggregateQuery, Flow, JobState, SignedAnswer, parse_period
@@ -169,7 +175,7 @@ def _pair(flows: PooledResult, candidates: Sequence[PooledResult]) -> PooledResu
         sq = s.query
         if (sq.commodities != fq.commodities or list(sq.periods) != wanted
                 or sq.purpose != fq.purpose or sq.min_contributors != fq.min_contributors
-                or abs(sq.epsilon * 2 - fq.epsilon) > 1e-9 * max(1.0, fq.epsilon)
+                or balance_epsilon(fq, sq) is None
                 or abs(s.created_at - flows.created_at) > _PAIR_WITHIN):
             continue
         if best is None or (abs(s.created_at - flows.created_at)
@@ -200,12 +206,19 @@ def stored_balances(*, engine: Engine) -> list[Balance]:
         try:
             request = BalanceRequest(
                 commodity=f.query.commodities[0], period=f.query.periods[0],
-                epsilon=f.query.epsilon * 3 / 2, unit_sum_bound=f.query.bounds.unit_sum_bound,
+                epsilon=balance_epsilon(f.query, s.query) or f.query.epsilon,
+                unit_sum_bound=f.query.bounds.unit_sum_bound,
                 stock_unit_bound=s.query.bounds.unit_sum_bound,
                 min_contributors=f.query.min_contributors, purpose=f.query.purpose)
         except ValidationError:
             continue
-        out[key] = assemble_balance(request, f, s)
+        # world and region totals run with this balance (same purpose, bounds, time)
+        totals = [t for t in results if total_area(t.query) is not None
+                  and t.query.commodities == f.query.commodities
+                  and t.query.periods == f.query.periods and t.query.purpose == f.query.purpose
+                  and t.query.bounds == f.query.bounds
+                  and abs(t.created_at - f.created_at) <= _PAIR_WITHIN]
+        out[key] = assemble_balance(request, f, s, totals)
     return [out[k] for k in sorted(out)]
 
 

@@ -9,21 +9,27 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pydantic import ValidationError
 
+from coordinator._audit import verify_ledger
 from coordinator._context import CoordinatorContext
 from coordinator._market import build_market_report
 from coordinator._market_models import MarketReport
 from coordinator._models import Balance
+from coordinator._receipts import receipt_summary
 from coordinator._web import _charts as charts
 from coordinator._web._data import node_health, query_lines, stored_balances, stored_prices
 from coordinator._web._session import Session, SessionSigner, form_fields
+from protocols import AuditReport, LedgerExport, describe_validation_error
 
 __all__ = ["dashboard_router"]
 
 PREFIX = "/ui"
-_LEDGER_NOTE = "ledger verification arrives with the ledger feature"
+#: Largest ledger export the verify form accepts (about 20,000 entries).
+_MAX_LEDGER_BYTES = 32 * 1024 * 1024
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline' "
                                "'unsafe-eval'; style-src 'self' 'unsafe-inline'; "
@@ -172,14 +178,39 @@ def dashboard_router(context: CoordinatorContext) -> APIRouter:
                     choke_points=[c for c in report.choke_points],
                     anomalies=[a for a in report.anomalies if a.period == period])
 
+    def audit_page(request: Request, session: Session, *, status_code: int = 200,
+                   verification: AuditReport | None = None, error: str | None = None
+                   ) -> Response:
+        return page(request, "audit.html", session, status_code=status_code,
+                    queries=query_lines(engine=engine, limit=200),
+                    nodes=node_health(engine=engine), receipts=receipt_summary(engine=engine),
+                    verification=verification, verify_error=error)
+
     @router.get("/audit")
     def audit(request: Request) -> Response:
         session = signer.read(request)
         if session is None:
             return login_redirect(request)
-        return page(request, "audit.html", session, queries=query_lines(engine=engine,
-                                                                         limit=200),
-                    nodes=node_health(engine=engine), ledger_note=_LEDGER_NOTE)
+        return audit_page(request, session)
+
+    @router.post("/audit/verify")
+    async def audit_verify(request: Request) -> Response:
+        """Verify a pasted ledger export (read-only: nothing is stored)."""
+        session = signer.read(request)
+        if session is None:
+            return login_redirect(request)
+        fields = await form_fields(request, limit=_MAX_LEDGER_BYTES)
+        if not signer.check_csrf(session, fields.get("csrf", "")):
+            return audit_page(request, session, status_code=403,
+                              error="The form's CSRF token did not match; reload the page.")
+        try:
+            ledger = LedgerExport.model_validate_json(fields.get("ledger", ""))
+        except ValidationError as exc:
+            return audit_page(request, session, status_code=422,
+                              error="That is not a ledger export (make one with `dpn node "
+                                    f"ledger-export`): {describe_validation_error(exc)}")
+        report = await run_in_threadpool(verify_ledger, engine=engine, ledger=ledger)
+        return audit_page(request, session, verification=report)
 
     return router
 

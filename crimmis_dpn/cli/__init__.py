@@ -1,7 +1,10 @@
-"""The ``dpn`` command: ``dpn node``, ``dpn coordinator``, ``dpn demo``.
+"""The ``dpn`` command: ``dpn node``, ``dpn coordinator``, ``dpn audit``, ``dpn demo``.
 
 Exit codes: 0 ok, 1 unexpected error, 2 bad arguments, 3 configuration (home, settings,
-policy, mapping), 4 refused (bad input file, policy, privacy budget), 5 a service unreachable.
+policy, mapping), 4 refused (bad input file, policy, privacy budget, failed query), 5 a service
+unreachable, 6 a pooled query still running after the wait, 7 an audit found problems (see
+docs/cli.md and
+:class:`~crimmis_dpn.cli._common.ExitCode`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from crimmis_dpn.cli._audit import audit_app
 from crimmis_dpn.cli._common import ExitCode, console, fail
 from crimmis_dpn.cli._coordinator import coordinator_app
 from crimmis_dpn.cli._node import node_app
@@ -20,12 +24,15 @@ __all__ = ["app", "main"]
 app = typer.Typer(
     name="dpn",
     help="crimmis-dpn: pooled critical-minerals market data with differential privacy.\n\n"
-         "Exit codes: 0 ok, 1 error, 2 usage, 3 configuration, 4 refused, 5 unreachable.",
+         "Exit codes: 0 ok, 1 error, 2 usage, 3 configuration, 4 refused, 5 unreachable, "
+         "6 still running, 7 audit found problems (docs/cli.md).\n\n"
+         "Example: dpn node status --home /srv/dpn-node",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(node_app, name="node")
 app.add_typer(coordinator_app, name="coordinator")
+app.add_typer(audit_app, name="audit")
 
 
 @app.command("demo")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import IntEnum
@@ -24,6 +25,8 @@ class ExitCode(IntEnum):
     CONFIG = 3  # missing or invalid home, settings, policy or mapping
     REFUSED = 4  # refused: bad input file, policy, or privacy budget
     UNREACHABLE = 5  # a service could not be reached
+    TIMEOUT = 6  # waited as long as asked: the pooled query is still running at the coordinator
+    AUDIT_FAILED = 7  # `dpn audit verify` found problems in a ledger (each is printed)
 
 
 def fail(message: str, code: ExitCode, hint: str | None = None) -> typer.Exit:
@@ -38,6 +41,7 @@ def fail(message: str, code: ExitCode, hint: str | None = None) -> typer.Exit:
 def reported_errors() -> Iterator[None]:
     """Turn the packages' exceptions into messages and meaningful exit codes."""
     from pydantic import ValidationError
+    from sqlalchemy.exc import OperationalError
 
     from coordinator import CoordinatorConfigError, EnrolmentError
     from crimmis_dpn._client import ClientError
@@ -61,3 +65,27 @@ def reported_errors() -> Iterator[None]:
         hint = ("is the coordinator running? start it with `dpn coordinator serve`"
                 if exc.status is None else None)
         raise fail(str(exc), code, hint) from None
+    except (OperationalError, OSError) as exc:
+        message = _storage_failure(exc)
+        if message is None:
+            raise
+        raise fail(message, ExitCode.ERROR, "free space on the disk that holds the home "
+                   "directory or database (see `df -h`), then run the command again") from None
+
+
+#: How SQLite and the operating system say a write found no space.
+_DISK_FULL = ("database or disk is full", "no space left on device")
+
+
+def _storage_failure(exc: Exception) -> str | None:
+    """What to print when ``exc`` says the disk is full (or failing); ``None`` otherwise."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"the disk is full: {exc.strerror}" + (f" ({exc.filename})" if exc.filename
+                                                       else "")
+    text = str(getattr(exc, "orig", exc)).lower()
+    if any(words in text for words in _DISK_FULL):
+        return "the database could not be written: the disk is full"
+    if "disk i/o error" in text:
+        return ("the database could not be read or written (disk I/O error): the disk may be "
+                "full")
+    return None

@@ -10,11 +10,14 @@ import typer
 from rich.table import Table
 
 from crimmis_dpn.cli._common import ExitCode, console, fail, reported_errors
+from crimmis_dpn.cli._progress import follow_query, progress_enabled, spinner, stages
 
 __all__ = ["coordinator_app"]
 
 coordinator_app = typer.Typer(
-    help="Run the pool's coordinator; enrol nodes; pool queries and commodity balances.",
+    help="Run the pool's coordinator; enrol nodes; pool queries and commodity balances.\n\n"
+         "Example: dpn coordinator balance --commodity cobalt --period 2024 --home "
+         "/srv/dpn-coordinator",
     no_args_is_help=True,
 )
 
@@ -168,7 +171,7 @@ def enrol(
 ) -> None:
     """Development only: enrol a node by URL to push queries to it (needs allow_push).
 
-    Example: dpn coordinator enrol --node-url https://dpn.acme.example:8701
+    Example: dpn coordinator enrol-push --node-url https://dpn.acme.example:8701
     --node-token TOKEN --key-id 1a2b3c4d5e6f7a8b
     """
     from coordinator import EnrolRequest
@@ -230,7 +233,9 @@ def balance(
         request = BalanceRequest(commodity=parse_code(Commodity, commodity, field="commodity"),
                                  period=period, epsilon=epsilon, unit_sum_bound=unit_bound,
                                  stock_unit_bound=stock_bound)
-        with _client(home, url, token) as client:
+        with _client(home, url, token) as client, spinner(
+                f"pooling the {request.commodity} balance of {period}: waiting for the nodes' "
+                "answers", enabled=progress_enabled(as_json)):
             result = client.balance(request)
     text = result.model_dump_json(indent=2)
     if output is not None:
@@ -243,6 +248,208 @@ def balance(
     console.print(outcome_table(result))
     if output is not None:
         console.print(f"written to {output}")
+
+
+def _check_finished(status: str, error: str | None, query_id: str, waited: float) -> None:
+    """Exit 4 if the pooled query failed, 6 if it is still running after ``waited`` s."""
+    if status == "completed":
+        return
+    if status == "failed":
+        raise fail(f"query {query_id} failed: {error}", ExitCode.REFUSED)
+    raise fail(f"query {query_id} is still {status} after {waited:g} s", ExitCode.TIMEOUT,
+               "it goes on at the coordinator: see `dpn coordinator queries`, or wait longer "
+               "with --wait-seconds")
+
+
+@coordinator_app.command("query")
+def query_command(
+    query_file: Annotated[Path, typer.Argument(
+        help="an aggregate query as JSON (docs/api.md); a missing query_id is generated",
+        exists=True, dir_okay=False)],
+    quorum: Annotated[int, typer.Option(help="answers needed")] = 3,
+    deadline_seconds: Annotated[float | None, typer.Option(
+        help="the nodes' deadline (default: the coordinator's)")] = None,
+    wait_seconds: Annotated[float, typer.Option(
+        help="how long to wait for the answers (exit 6 if the query is still running)")
+    ] = 300.0,
+    output: Annotated[Path | None, typer.Option(
+        help="also write the pooled result as JSON here (`dpn coordinator report --prices`)")
+    ] = None,
+    home: Home = Path("dpn-coordinator"), url: Url = None, token: Token = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
+    """Run one pooled aggregate query and wait for the nodes' answers.
+
+    On a terminal, stderr shows a bar of the nodes that answered out of those asked. A query
+    file with a query_id is idempotent: running it again shows the same query.
+
+    Example: dpn coordinator query cobalt-prices-2024.json --output prices-2024.json
+    """
+    import uuid
+
+    from protocols import AggregateQuery
+
+    show = progress_enabled(as_json)
+    with reported_errors():
+        try:
+            fields = json.loads(query_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise fail(f"{query_file} is not a JSON query: {exc}", ExitCode.USAGE) from None
+        if not isinstance(fields, dict):
+            raise fail(f"{query_file} must hold one JSON object (an aggregate query)",
+                       ExitCode.USAGE)
+        fields.setdefault("query_id", uuid.uuid4().hex)
+        query = AggregateQuery.model_validate(fields)
+        with _client(home, url, token) as client:
+            result = follow_query(
+                client.query(query, quorum=quorum, deadline_seconds=deadline_seconds,
+                             wait_seconds=0.0),
+                lambda wait: client.result(query.query_id, wait_seconds=wait),
+                label="nodes answered", enabled=show, timeout=wait_seconds)
+    text = result.model_dump_json(indent=2)
+    if output is not None:
+        output.write_text(text, encoding="utf-8")
+    _check_finished(result.status, result.error, query.query_id, wait_seconds)
+    if as_json:
+        console.print_json(text)
+        return
+    cells = Table(title=f"query {query.query_id[:12]}: {query.kind} of "
+                        f"{', '.join(str(f) for f in query.flows)} (± = 95% DP noise interval)",
+                  title_justify="left")
+    for column in (*(str(g) for g in query.group_by), "status", "value"):
+        cells.add_column(column, justify="right" if column == "value" else "left")
+    for cell in result.cells:
+        value = (f"{cell.value:,.6g} [dim]±{cell.ci95 or 0:,.3g}[/dim]"
+                 if cell.value is not None else "")
+        cells.add_row(*cell.key, str(cell.status), value)
+    console.print(cells)
+    nodes_table = Table(title="nodes", title_justify="left")
+    for column in ("node", "status", "epsilon", "note"):
+        nodes_table.add_column(column)
+    for n in result.nodes:
+        nodes_table.add_row(n.node_id, str(n.status),
+                            "" if n.epsilon is None else f"{n.epsilon:.3g}", n.message or "")
+    console.print(nodes_table)
+    if output is not None:
+        console.print(f"written to {output}")
+
+
+@coordinator_app.command("secure-query")
+def secure_query_command(
+    query_file: Annotated[Path, typer.Argument(
+        help="a secure query as JSON: {\"query\": <aggregate sum query>, \"delta\", "
+             "\"rho\", \"clip\", \"tolerate_dropouts\"} (docs/secure-aggregation.md), "
+             "or an aggregate sum query alone; a missing query_id is generated",
+        exists=True, dir_okay=False)],
+    stage_seconds: Annotated[float | None, typer.Option(
+        help="deadline of each of the round's six steps (default 30 s); nodes that have not "
+             "replied by then are dropouts")] = None,
+    wait_seconds: Annotated[float, typer.Option(
+        help="how long to wait for the round (exit 6 if it is still running)")] = 300.0,
+    output: Annotated[Path | None, typer.Option(
+        help="also write the result as JSON here")] = None,
+    home: Home = Path("dpn-coordinator"), url: Url = None, token: Token = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
+    """Pool a sum by secure aggregation: nodes send masked answers with shares of the noise;
+    the coordinator decodes only the noisy pooled sums.
+
+    Needs at least 3 active pull-mode nodes; up to a third may drop out. The round runs in
+    the coordinator's memory: a coordinator restart fails it (run it again with a new query
+    id).
+
+    Example: dpn coordinator secure-query cobalt-production-2024.json
+    """
+    import time
+    import uuid
+
+    from protocols import SecureAggregateQuery
+
+    show = progress_enabled(as_json)
+    with reported_errors():
+        try:
+            fields = json.loads(query_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise fail(f"{query_file} is not a JSON query: {exc}", ExitCode.USAGE) from None
+        if not isinstance(fields, dict):
+            raise fail(f"{query_file} must hold one JSON object (a secure query)",
+                       ExitCode.USAGE)
+        if "query" not in fields:
+            fields = {"query": fields}
+        if isinstance(fields["query"], dict):
+            fields["query"].setdefault("query_id", uuid.uuid4().hex)
+        secure = SecureAggregateQuery.model_validate(fields)
+        query = secure.query
+        with _client(home, url, token) as client, spinner(
+                f"secure round {query.query_id[:12]} running", enabled=show):
+            status = client.secure_query(secure, stage_seconds=stage_seconds)
+            stop = time.monotonic() + wait_seconds
+            while status.status == "running" and time.monotonic() < stop:
+                status = client.secure_result(
+                    query.query_id, wait_seconds=min(5.0, max(stop - time.monotonic(), 0.1)))
+    text = status.model_dump_json(indent=2)
+    if output is not None:
+        output.write_text(text, encoding="utf-8")
+    _check_finished(status.status, status.error, query.query_id, wait_seconds)
+    if as_json:
+        console.print_json(text)
+        return
+    rho = f"rho {status.released_rho:.4g}" if status.released_rho is not None else ""
+    cells = Table(title=f"secure query {query.query_id[:12]}: sum of "
+                        f"{', '.join(str(f) for f in query.flows)} ({rho}; ± = 95% noise "
+                        "interval)", title_justify="left")
+    for column in (*(str(g) for g in query.group_by), "status", "value"):
+        cells.add_column(column, justify="right" if column == "value" else "left")
+    for cell in status.cells:
+        value = (f"{cell.value:,.6g} [dim]±{cell.ci95 or 0:,.3g}[/dim]"
+                 if cell.value is not None else (cell.reason or ""))
+        cells.add_row(*cell.key, str(cell.status), value)
+    console.print(cells)
+    nodes_table = Table(title="nodes", title_justify="left")
+    for column in ("node", "status", "step", "note"):
+        nodes_table.add_column(column)
+    for n in status.nodes:
+        nodes_table.add_row(n.node_id, str(n.status), n.step or "", n.message or "")
+    console.print(nodes_table)
+    if output is not None:
+        console.print(f"written to {output}")
+
+
+@coordinator_app.command("company-concentration")
+def company_concentration_command(
+    sums: Annotated[str, typer.Option(help="query id of a completed secure 'sum' round")],
+    squares: Annotated[str, typer.Option(
+        help="query id of a completed secure 'sum_of_squares' round over the same cells")],
+    home: Home = Path("dpn-coordinator"), url: Url = None, token: Token = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False,
+) -> None:
+    """Company concentration (HHI by company) per cell, from two secure rounds: S2 / S1^2.
+
+    Run `dpn coordinator secure-query` twice over the same cells, once with
+    "statistic": "sum" and once with "statistic": "sum_of_squares"; no company's value is
+    seen by anyone (docs/indicators.md). The top-3 company share cannot be computed from sums.
+
+    Example: dpn coordinator company-concentration --sums 5f0c... --squares 9a1e...
+    """
+    with reported_errors(), _client(home, url, token) as client:
+        cells = client.company_concentration(sums=sums, squares=squares)
+    if as_json:
+        console.print_json(json.dumps(cells))
+        return
+    table = Table(title="company concentration (HHI, 0..1; ± = 95% noise interval)",
+                  title_justify="left")
+    for column in ("cell", "HHI", "±", "note"):
+        table.add_column(column)
+    for cell in cells:
+        hhi = cell.get("hhi")
+        key = " / ".join(cell["key"])
+        if hhi is None:
+            table.add_row(key, "", "", cell.get("reason") or "")
+            continue
+        ci = hhi.get("ci95")
+        table.add_row(key, f"{hhi['value']:.3f}", "" if ci is None else f"{ci:.3f}",
+                      "clamped to [1/n, 1]" if hhi.get("clamped") else "")
+    console.print(table)
 
 
 @coordinator_app.command("synthetic")
@@ -259,10 +466,16 @@ def synthetic(
         "synthetic.parquet"),
     compare_balance: Annotated[Path | None, typer.Option(
         help="a balance JSON (from `dpn coordinator balance --output`) to compare with")] = None,
+    wait_seconds: Annotated[float, typer.Option(
+        help="how long to wait for the nodes' tables (exit 6 if the query is still running)")
+    ] = 300.0,
     home: Home = Path("dpn-coordinator"), url: Url = None, token: Token = None,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary")] = False,
 ) -> None:
     """Pool DP synthetic tables (data tier bulk) from the nodes that release them.
+
+    On a terminal, stderr shows the stages: the nodes fitting their tables (answered out of
+    asked), pooling the rows, writing OUTPUT and the balance from the synthetic data.
 
     Example: dpn coordinator synthetic --commodity cobalt --year 2024 --output co.parquet
     """
@@ -273,27 +486,35 @@ def synthetic(
     from coordinator import Balance, compare_balances, synthetic_balance
     from protocols import SyntheticQuery
 
-    with reported_errors():
+    show = progress_enabled(as_json)
+    with reported_errors(), stages(show) as shown:
         query = SyntheticQuery.model_validate({
             "query_id": uuid.uuid4().hex, "method": method, "commodities": commodity,
             "periods": [f"{year}-{m:02d}" for m in range(1, 13)], "epsilon": epsilon,
             "rows": rows, "quantity_max_t": quantity_max,
             "purpose": "pooled synthetic dataset"})
         with _client(home, url, token) as client:
-            pooled = client.synthetic(query, quorum=quorum)
-    if pooled.status != "completed":
-        raise fail(f"synthetic query {pooled.status}: {pooled.error}", ExitCode.REFUSED)
-    frame = pl.DataFrame(pooled.rows, schema=pooled.columns, orient="row",
-                         infer_schema_length=None)
-    if output.suffix == ".csv":
-        frame.write_csv(output)
-    else:
-        frame.write_parquet(output)
-    cells = []
-    for code in commodity:
-        cells += synthetic_balance(pooled, commodity=code, year=year)
-    if compare_balance is not None:
-        cells = compare_balances(cells, Balance.model_validate_json(compare_balance.read_text()))
+            pooled = follow_query(
+                client.synthetic(query, quorum=quorum, wait_seconds=0.0),
+                lambda wait: client.synthetic_result(query.query_id, wait_seconds=wait),
+                label=f"nodes fitting {method} tables", enabled=show, timeout=wait_seconds,
+                progress=shown.progress)
+        _check_finished(pooled.status, pooled.error, query.query_id, wait_seconds)
+        with shown.stage(f"pooling {len(pooled.rows):,} weighted rows"):
+            frame = pl.DataFrame(pooled.rows, schema=pooled.columns, orient="row",
+                                 infer_schema_length=None)
+        with shown.stage(f"writing {output}"):
+            if output.suffix == ".csv":
+                frame.write_csv(output)
+            else:
+                frame.write_parquet(output)
+        with shown.stage("balance from the synthetic data"):
+            cells = []
+            for code in commodity:
+                cells += synthetic_balance(pooled, commodity=code, year=year)
+            if compare_balance is not None:
+                cells = compare_balances(
+                    cells, Balance.model_validate_json(compare_balance.read_text()))
     if as_json:
         console.print_json(json.dumps({
             "query_id": query.query_id, "rows": frame.height, "output": str(output),

@@ -10,12 +10,16 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from crimmis_dpn.cli._common import console, reported_errors
+from crimmis_dpn.cli import _common
+from crimmis_dpn.cli._common import ExitCode, console, fail, reported_errors
+from crimmis_dpn.cli._progress import progress_enabled
 
 __all__ = ["node_app"]
 
 node_app = typer.Typer(
-    help="Run a company's node: create it, import records, serve DP answers.",
+    help="Run a company's node: create it, import records, serve DP answers.\n\n"
+         "Example: dpn node ingest exports/2024.csv --mapping acme-mapping.toml --home "
+         "/srv/dpn-node",
     no_args_is_help=True,
 )
 
@@ -62,6 +66,9 @@ def ingest(
 ) -> None:
     """Import a file atomically: every row valid, or nothing changes and every bad row is listed.
 
+    Every attempt, refused or not, is recorded: see `dpn node imports`. On a terminal, stderr
+    shows a progress bar (rows checked, then stored).
+
     Example: dpn node ingest exports/2024.csv --mapping acme-mapping.toml --home /srv/dpn-node
     """
     from node import ingest_file, load_mapping, open_node
@@ -70,7 +77,8 @@ def ingest(
         context = open_node(home)
         loaded = load_mapping(mapping)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=console, disable=as_json) as progress:
+                      TimeElapsedColumn(), console=_common.err_console,
+                      disable=not progress_enabled(as_json)) as progress:
             task = progress.add_task(f"importing {file.name}", total=None)
 
             def advance(done: int, total: int) -> None:
@@ -89,6 +97,68 @@ def ingest(
         console.print(f"{file} was already imported (import {report.import_id}); nothing changed")
     else:
         console.print(f"imported {report.rows_imported:,} records from {file}")
+
+
+@node_app.command("imports")
+def imports(
+    home: Home = Path("dpn-node"),
+    limit: Annotated[int, typer.Option(help="how many attempts, newest first", min=1)] = 20,
+    outcome: Annotated[str | None, typer.Option(
+        help="only attempts with this outcome: imported, rejected, duplicate or failed")
+    ] = None,
+    errors: Annotated[int, typer.Option(
+        help="problems shown per refused or failed attempt (0: none; --json has all kept)",
+        min=0)] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False,
+) -> None:
+    """Show the ingest history: every file imported or refused, with the problems found.
+
+    Refused imports changed nothing, but their problems (file, row, field, reason; the first
+    100) are kept here so the data team can fix the file later.
+
+    Example: dpn node imports --home /srv/dpn-node --outcome rejected
+    """
+    from node import open_node
+    from node._ingest_log import OUTCOMES, list_attempts
+
+    if outcome is not None and outcome not in OUTCOMES:
+        raise fail(f"unknown outcome {outcome!r} (allowed: {', '.join(OUTCOMES)})",
+                   ExitCode.USAGE)
+    with reported_errors():
+        context = open_node(home)
+        attempts = list_attempts(engine=context.engine, limit=limit, outcome=outcome)
+        context.engine.dispose()
+    if as_json:
+        console.print_json(json.dumps([a.to_json() for a in attempts]))
+        return
+    table = Table(title="ingest attempts, newest first (--json: hashes and every problem kept)")
+    for column in ("#", "started (UTC)", "file", "outcome", "rows", "problems", "import"):
+        table.add_column(column, justify="right" if column in ("#", "rows", "problems")
+                         else "left", no_wrap=column in ("#", "started (UTC)", "outcome"))
+    styles = {"imported": "green", "duplicate": "dim", "rejected": "red", "failed": "red"}
+    for a in attempts:
+        table.add_row(str(a.id), f"{a.started_at:%Y-%m-%d %H:%M}", a.file_name,
+                      f"[{styles[a.outcome]}]{a.outcome}[/]" if a.outcome in styles
+                      else a.outcome, f"{a.row_count:,}", f"{a.error_count:,}",
+                      "" if a.import_id is None else str(a.import_id))
+    console.print(table)
+    if not attempts:
+        console.print("no import attempt yet" if outcome is None
+                      else f"no {outcome} import attempt")
+        return
+    for a in attempts:
+        if not errors or not a.errors:
+            continue
+        console.print(f"[bold]#{a.id} {a.file_name}[/bold]: {a.error_count:,} problem(s)",
+                      highlight=False)
+        for problem in a.errors[:errors]:
+            console.print(f"  {problem}", highlight=False, markup=False)
+        shown = min(errors, len(a.errors))
+        if a.error_count > shown:
+            hint = ("--errors N or --json shows more" if shown < len(a.errors)
+                    else f"only the first {len(a.errors)} are kept")
+            console.print(f"  ... and {a.error_count - shown:,} more ({hint})",
+                          highlight=False)
 
 
 @node_app.command("serve")
@@ -243,6 +313,28 @@ def rotate(home: Home = Path("dpn-node")) -> None:
     console.print(f"new key id [bold]{new_id}[/bold]; restart `dpn node serve` to use it")
 
 
+@node_app.command("ledger-export")
+def ledger_export(
+    home: Home = Path("dpn-node"),
+    out: Annotated[Path, typer.Option(help="file to write the ledger export to (JSON)")] = Path(
+        "ledger.json"),
+) -> None:
+    """Write the node's privacy ledger, public key and declared budgets for an auditor.
+
+    The export is what `dpn audit verify` checks against the coordinator's receipts. It holds
+    no data: releases' queries, costs and payload hashes only.
+
+    Example: dpn node ledger-export --home /srv/dpn-node --out ledger-2026.json
+    """
+    from node import export_ledger, open_node
+
+    with reported_errors():
+        context = open_node(home)
+        export = export_ledger(context=context)
+        out.write_text(export.model_dump_json(indent=2), encoding="utf-8")
+    console.print(f"wrote {len(export.entries)} ledger entries of {export.node_id} to {out}")
+
+
 @node_app.command("status")
 def status(
     home: Home = Path("dpn-node"),
@@ -257,7 +349,8 @@ def status(
     with reported_errors():
         context = open_node(home)
         budget = budget_status(engine=context.engine,
-                               epsilon_per_year=context.policy.budget.epsilon_per_year)
+                               epsilon_per_year=context.policy.budget.epsilon_per_year,
+                               delta=context.policy.budget.delta)
         summary = data_summary(engine=context.engine, coverage=context.policy.coverage)
         enrolment = load_enrolment(home)
         link = agent_status(engine=context.engine)

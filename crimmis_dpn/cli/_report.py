@@ -30,8 +30,9 @@ def report(
 ) -> None:
     """Write a self-contained HTML report (balances, Sankey, concentration, prices, forecasts).
 
-    Reads saved balances: spends no privacy budget. Example:
-    dpn coordinator report --balance cobalt-2023.json --balance cobalt-2024.json
+    Reads saved balances: spends no privacy budget.
+
+    Example: dpn coordinator report --balance cobalt-2023.json --balance cobalt-2024.json
     --output cobalt.html --export-dir cobalt-exports
     """
     from coordinator import Balance, PooledResult, build_market_report, export_report

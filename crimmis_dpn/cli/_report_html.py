@@ -34,7 +34,7 @@ def _cell(f: ReconciledFigure) -> str:
     if f.status is CellStatus.NOT_COVERED or f.value is None:
         return "·"
     text = f"{f.value:,.0f} ±{f.ci95 or 0:,.0f}"
-    return text + (" (partial)" if f.partial else "")
+    return text + (" (partial)" if f.partial else "") + (" (measured)" if f.measured else "")
 
 
 def _balance_table(b: ReconciledBalance, level: Level) -> go.Figure | None:
@@ -91,16 +91,22 @@ def _series(report: MarketReport) -> list[go.Figure]:
                                           "arrayminus": [p.value - p.low for p in f.points]}))
         fig.update_layout(title=f"{f.commodity}: {f.series} forecast ({f.method})")
         figs.append(fig)
-    by_commodity: dict[str, list[Any]] = {}
+    titles = {"mean_price_usd_t": "monthly mean price (USD/t; not volume-weighted)",
+              "vwap_usd_t": "volume-weighted average price by contract type (USD/t)"}
+    by_chart: dict[tuple[str, str], dict[str, list[Any]]] = {}
     for p in report.prices:
-        by_commodity.setdefault(str(p.commodity), []).append(p)
-    for commodity, points in by_commodity.items():
-        points.sort(key=lambda p: p.period)
-        fig = go.Figure(go.Scatter(x=[p.period for p in points], y=[p.value for p in points],
-                                   error_y={"type": "data",
-                                            "array": [1.96 * (p.std or 0) for p in points]},
-                                   mode="lines+markers"))
-        fig.update_layout(title=f"{commodity}: monthly mean price (USD/t; not volume-weighted)")
+        if p.name in titles and p.value is not None:
+            chart = by_chart.setdefault((str(p.commodity), p.name), {})
+            chart.setdefault(p.scope, []).append(p)
+    for (commodity, name), traces in by_chart.items():
+        fig = go.Figure()
+        for scope, points in sorted(traces.items()):
+            points.sort(key=lambda p: p.period)
+            fig.add_trace(go.Scatter(
+                x=[p.period for p in points], y=[p.value for p in points], name=scope,
+                error_y={"type": "data", "array": [1.96 * (p.std or 0) for p in points]},
+                mode="lines+markers"))
+        fig.update_layout(title=f"{commodity}: {titles[name]}")
         figs.append(fig)
     return figs
 
@@ -127,6 +133,7 @@ def render_report_html(report: MarketReport) -> str:
               for i, fig in enumerate(figures)]
     indicators = [f"{i.commodity} {i.period} {i.scope}: {i.name} = "
                   f"{'n/a' if i.value is None else f'{i.value:.4g}'}"
+                  + (f" ± {1.96 * i.std:.2g}" if i.std else "")
                   + (f" (raw {i.raw_value:.4g})" if i.raw_value is not None else "")
                   + (f" [{i.note}]" if i.note else "") for i in report.indicators]
     chokes = [f"{c.commodity} {c.stage} {c.period}: " + "; ".join(c.reasons)
@@ -149,7 +156,9 @@ def render_report_html(report: MarketReport) -> str:
         "<p>Pooled, differentially private figures after consistency post-processing. "
         f"Every figure shows its 95% error; figures: {', '.join(FIGURES)}. "
         "'suppr.': fewer than 3 contributing companies; 'partial': an aggregate that lacks "
-        "suppressed members.</p>",
+        "suppressed members; 'measured': a world or region total also measured by its own "
+        "query and combined with its countries. Reference data for the EU 2017 supply risk "
+        "(WGI, trade, substitution) are ILLUSTRATIVE placeholders.</p>",
         _list("Notes", report.notes),
         *charts,
         _list("Indicators", indicators),

@@ -21,7 +21,9 @@ from sqlmodel import Session, col, select
 from node._budget import budget_status
 from node._db import ImportRow
 from node._home import NodeContext
+from node._ingest_log import MAX_RECORDED_ERRORS, list_attempts
 from node._jobs import JobNotFoundError, approve_job, deny_job, list_jobs
+from node._ledger import latest_entries
 from node._summary import agent_status, data_summary
 from node._web._session import Session as WebSession
 from node._web._session import SessionSigner, form_fields
@@ -30,6 +32,8 @@ from protocols import AggregateQuery, JobState
 __all__ = ["admin_router"]
 
 PREFIX = "/admin"
+_ATTEMPTS_SHOWN = 50  # ingest attempts on the page, newest first
+_LEDGER_SHOWN = 50  # newest ledger entries on the page
 _HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline' "
                                "'unsafe-eval'; style-src 'self' 'unsafe-inline'; "
@@ -185,20 +189,26 @@ def admin_router(context: NodeContext, *, allow_remote: bool | None = None) -> A
         jobs = [_view(r) for r in list_jobs(engine=engine)[:100]]
         pending = [j for j in jobs if j.state == JobState.AWAITING_APPROVAL]
         total = context.policy.budget.epsilon_per_year
-        years = budget_status(engine=engine, epsilon_per_year=total)
+        delta = context.policy.budget.delta
+        years = budget_status(engine=engine, epsilon_per_year=total, delta=delta)
         this_year = datetime.now(UTC).year
         if not any(s.year == this_year for s in years):
             years = [*years, *budget_status(engine=engine, epsilon_per_year=total,
-                                            years=[this_year])]
+                                            years=[this_year], delta=delta)]
         gauges = [_gauge_div(_gauge(s.year, s.total, s.spent), s.year) for s in years]
         with Session(engine) as db:
             imports = db.exec(select(ImportRow).order_by(col(ImportRow.imported_at).desc())
                               .limit(50)).all()
         summary = data_summary(engine=engine, coverage=context.policy.coverage)
+        attempts = list_attempts(engine=engine, limit=_ATTEMPTS_SHOWN)
+        ledger, ledger_total = latest_entries(engine=engine, limit=_LEDGER_SHOWN)
         return page(request, "admin.html", session, pending=pending,
+                    ledger=ledger, ledger_total=ledger_total,
                     history=[j for j in jobs if j.state != JobState.AWAITING_APPROVAL],
                     budget=years, gauges=gauges, imports=imports, summary=summary,
-                    agent=agent_status(engine=engine), done=done, error=error)
+                    attempts=attempts, attempts_shown=_ATTEMPTS_SHOWN,
+                    max_errors=MAX_RECORDED_ERRORS, agent=agent_status(engine=engine),
+                    done=done, error=error)
 
     async def decide(request: Request, job_id: str, approve: bool) -> Response:
         if (denied := refused(request)) is not None:

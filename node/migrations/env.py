@@ -8,6 +8,7 @@ import os
 from alembic import context
 from sqlalchemy import create_engine
 
+import node._ingest_log  # noqa: F401  (its table belongs to the node's metadata)
 from node._db import NodeTable
 from node._schema import VERSION_TABLE, include_object
 

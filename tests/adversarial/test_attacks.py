@@ -1,6 +1,7 @@
 """Attacks: an operator or auditor hunting for records or one company's figure through every
-route; repeated queries past the budget; replayed, misaddressed, expired and mis-kinded job
-envelopes sent to a node's agent (the coordinator side is in tests/unit/coordinator).
+route; repeated queries past the budget; the differencing attack; replayed, misaddressed,
+expired and mis-kinded job envelopes sent to a node's agent (the coordinator side is in
+tests/unit/coordinator).
 
 Real code on both sides: three nodes pull their jobs from the coordinator app over an
 in-process ASGI transport, as in tests/integration/test_pull_agent.py.
@@ -28,12 +29,14 @@ import node
 from coordinator import (
     BalanceRequest,
     CoordinatorContext,
+    DifferencingRefusedError,
     balance_queries,
     create_app,
     finalize_query,
     init_coordinator,
     issue_enrolment_token,
     query_result,
+    revoke_node,
     submit_query,
 )
 from coordinator._db import JobRow as CoordinatorJob
@@ -400,6 +403,45 @@ def test_repeating_a_query_past_the_budget_is_refused_with_requested_and_remaini
         engine=target.engine, epsilon_per_year=2.5)}
 
 
+# --------------------------------------------------------------------------- differencing
+
+
+def test_the_differencing_attack_is_refused_at_the_coordinator_and_at_the_nodes(
+    pool: Pool,
+) -> None:
+    # The operator publishes COD production over all three companies, then tries to get the
+    # same cell over all but miner-c, to subtract the two and isolate miner-c's figure.
+    first = _query(countries=["COD"])
+    submit_query(engine=pool.hub.engine, query=first, quorum=3, deadline_seconds=60)
+    for context in pool.nodes:
+        assert pool.drain(context) == 1
+    finalize_query(engine=pool.hub.engine, query_id=first.query_id)
+    (cell,) = query_result(engine=pool.hub.engine, query_id=first.query_id).cells
+    assert cell.status == "published"
+
+    # Without one company: the coordinator refuses at submission and names who would leak.
+    revoke_node(context=pool.hub, node_id="miner-c")
+    with pytest.raises(DifferencingRefusedError, match="only by miner-c"):
+        submit_query(engine=pool.hub.engine, query=_query(countries=["COD"]), quorum=2,
+                     deadline_seconds=60)
+    # A coordinator that skips its own check still meets each node's guard: the job's
+    # participant list differs from the set miner-a already answered for by one node.
+    victim_peer = pool.nodes[0]
+    spent_before = node.budget_status(engine=victim_peer.engine, epsilon_per_year=10.0)
+    with pytest.raises(node.QueryRefusedError, match="only by miner-c") as refused:
+        node.answer_query(context=victim_peer, query=_query(countries=["COD"]),
+                          origin=node.ReleaseOrigin(participants=("miner-a", "miner-b")))
+    assert refused.value.rule == "differencing"
+    assert node.budget_status(engine=victim_peer.engine, epsilon_per_year=10.0
+                              ) == spent_before  # refused before anything was charged
+
+    # With the same company set the question may be asked again (no one is isolated).
+    again = node.answer_query(context=victim_peer, query=_query(countries=["COD"]),
+                              origin=node.ReleaseOrigin(
+                                  participants=("miner-a", "miner-b", "miner-c")))
+    assert again.receipt is not None
+
+
 # --------------------------------------------------------------------------- node-side envelopes
 
 
@@ -467,7 +509,7 @@ def test_a_bad_job_envelope_is_refused_by_the_node(
     seal: dict[str, Any] = {"recipient": first.settings.node_id, "kind": MessageKind.JOB}
     expected = {"misaddressed": re.escape("addressed to 'miner-b', not 'miner-a'"),
                 "expired": re.escape("more than 300 s from now"),
-                "wrong_kind": r"envelope of kind .*ack.* where job was expected",
+                "wrong_kind": r"envelope of kind .*ack.* where job, secagg_job was expected",
                 "not_json": re.escape("refused a message from the coordinator")}[attack]
     if attack == "misaddressed":
         seal["recipient"] = "miner-b"

@@ -325,3 +325,156 @@ def test_a_huge_file_imports_in_bounded_time_and_memory(tmp_path: Path) -> None:
     # Generous bounds: about 15 s and 300 MB on the 2-core reference machine.
     assert result["bad_seconds"] < 120 and result["good_seconds"] < 180
     assert result["growth_kib"] < 1.5 * 1024 * 1024  # RSS growth below 1.5 GiB
+
+
+# --------------------------------------------------------------------------- zip bombs
+
+_BOMB = textwrap.dedent("""
+    import json, resource, sys, time, tracemalloc
+    from pathlib import Path
+    from sqlalchemy import func, select
+    from node import IngestError, create_schema, ingest_file, load_mapping, make_engine
+    from node._db import NodeTable
+
+    home = Path(sys.argv[1])
+    engine = make_engine(f"sqlite:///{home / 'bomb.db'}")
+    create_schema(engine=engine)
+    mapping = load_mapping(home / "mapping.toml")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        ingest_file(engine=engine, path=home / sys.argv[2], mapping=mapping)
+        refused = None
+    except IngestError as exc:
+        refused = [(p.file, p.row, p.field, p.reason) for p in exc.problems]
+    seconds = time.perf_counter() - start
+    _, traced_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    tables = NodeTable.metadata.tables
+    with engine.connect() as conn:
+        stored = [conn.execute(select(func.count()).select_from(tables[t])).scalar_one()
+                  for t in ("imports", "records")]
+    print(json.dumps({"refused": refused, "seconds": seconds, "traced_peak": traced_peak,
+                      "rss_growth_kib": growth, "stored": stored}))
+""")
+
+_ROW = ('<row><c t="inlineStr"><is><t>Z-1</t></is></c><c t="inlineStr"><is><t>2024-01</t>'
+        '</is></c><c t="inlineStr"><is><t>Co hydroxide</t></is></c><c t="inlineStr"><is><t>'
+        'Mined</t></is></c><c t="inlineStr"><is><t>COD</t></is></c><c/><c><v>1</v></c>'
+        '<c t="inlineStr"><is><t>t</t></is></c><c><v>0.3</v></c>'
+        + '<c><v>0</v></c>' * 500 + '</row>')
+
+
+def _bomb(path: Path, sheet_bytes: int) -> tuple[int, int]:
+    """A workbook whose sheet XML inflates to ``sheet_bytes`` of one row repeated.
+
+    Returns (compressed size of the sheet member, its inflated size).
+    """
+    workbook = openpyxl.Workbook()
+    workbook.active.append(HEADER)
+    template = path.with_suffix(".template.xlsx")
+    workbook.save(template)
+    row = _ROW.encode()  # the same row of 509 cells again and again: it compresses ~400 times
+    head = (b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<worksheet xmlns='
+            b'"http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData>'
+            b'<row r="1">' + b"".join(
+                f'<c r="{chr(65 + i)}1" t="inlineStr"><is><t>{h}</t></is></c>'.encode()
+                for i, h in enumerate(HEADER)) + b"</row>")
+    tail = b"</sheetData></worksheet>"
+    chunk = row * (4 * 2**20 // len(row))
+    with zipfile.ZipFile(template) as source, zipfile.ZipFile(
+            path, "w", compression=zipfile.ZIP_DEFLATED) as target:
+        for item in source.infolist():
+            if item.filename != "xl/worksheets/sheet1.xml":
+                target.writestr(item, source.read(item.filename))
+                continue
+            with target.open(item.filename, "w", force_zip64=True) as member:
+                member.write(head)
+                written = len(head)
+                while written + len(chunk) < sheet_bytes:
+                    member.write(chunk)
+                    written += len(chunk)
+                member.write(tail)
+    template.unlink()
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo("xl/worksheets/sheet1.xml")
+        return info.compress_size, info.file_size
+
+
+def _run_bomb(tmp_path: Path, name: str) -> dict[str, object]:
+    (tmp_path / "mapping.toml").write_text(MAPPING, encoding="utf-8")
+    # Without the guard this takes minutes and gigabytes: the timeout fails the test.
+    done = subprocess.run([sys.executable, "-c", _BOMB, str(tmp_path), name],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_an_xlsx_zip_bomb_is_refused_before_it_is_inflated(tmp_path: Path) -> None:
+    from node._ingest import MAX_XLSX_COMPRESSION_RATIO
+
+    path = tmp_path / "bomb.xlsx"
+    compressed, inflated = _bomb(path, 300 * 2**20)
+    assert path.stat().st_size < 2**20 and inflated > 299 * 2**20
+    result = _run_bomb(tmp_path, path.name)
+    ratio = inflated / compressed
+    assert result["refused"] == [[
+        "bomb.xlsx", None, None,
+        f"refused as a possible zip bomb: member 'xl/worksheets/sheet1.xml' of the .xlsx "
+        f"archive expands {ratio:,.0f} times ({compressed / 2**20:,.1f} MiB to "
+        f"{inflated / 2**20:,.1f} MiB; at most {MAX_XLSX_COMPRESSION_RATIO} times allowed "
+        "for members over 1 MiB)"]]
+    assert result["stored"] == [0, 0]  # atomic: no import, no record
+    # Nothing was inflated: Python allocations peak below 16 MiB (the file is < 1 MiB; the
+    # sheet would inflate to 300 MiB of XML and millions of cells), and so does RSS growth.
+    assert isinstance(result["traced_peak"], int) and result["traced_peak"] < 16 * 2**20
+    assert isinstance(result["rss_growth_kib"], int) and result["rss_growth_kib"] < 64 * 1024
+    assert isinstance(result["seconds"], float) and result["seconds"] < 5
+    print(f"zip bomb: {path.stat().st_size:,} bytes -> {inflated:,} bytes; refused in "
+          f"{result['seconds']:.3f} s, traced peak {result['traced_peak']:,} bytes, "
+          f"RSS growth {result['rss_growth_kib']:,} KiB")
+
+
+def test_an_xlsx_that_would_inflate_past_the_total_limit_is_refused(
+    tmp_path: Path, engine: Engine, mapping: Mapping, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    sheet.append(HEADER)
+    for i in range(200):
+        sheet.append([f"T-{i}", "2024-07", "Co hydroxide", "Mined", "COD", None, i, "t", 0.3])
+    path = tmp_path / "big.xlsx"
+    workbook.save(path)
+    with zipfile.ZipFile(path) as archive:
+        total = sum(info.file_size for info in archive.infolist())
+    monkeypatch.setattr("node._ingest.MAX_XLSX_UNCOMPRESSED_BYTES", total - 1)
+    assert _refused(engine, path, mapping) == [(
+        None, None, f"refused as a possible zip bomb: the .xlsx archive would expand to "
+                    f"{total / 2**20:,.1f} MiB (at most {(total - 1) / 2**20:,.1f} MiB "
+                    "allowed); split the data into several files or export it as CSV or "
+                    "Parquet")]
+    monkeypatch.setattr("node._ingest.MAX_XLSX_UNCOMPRESSED_BYTES", total)
+    assert ingest_file(engine=engine, path=path, mapping=mapping).rows_imported == 200
+
+
+def test_a_real_sized_workbook_passes_the_zip_bomb_guard(tmp_path: Path) -> None:
+    # Realistic, repetitive data (as an ERP export): well under the ratio limit.
+    from node._ingest import MAX_XLSX_COMPRESSION_RATIO, _check_zip_sizes
+
+    workbook = openpyxl.Workbook(write_only=True)
+    sheet = workbook.create_sheet()
+    sheet.append(HEADER)
+    for i in range(30_000):
+        sheet.append([f"KC-24-{i:06d}", f"2024-{i % 12 + 1:02d}", "Co hydroxide",
+                      "Shipped" if i % 3 == 0 else "Mined", "COD",
+                      "CHN" if i % 3 == 0 else None, (i % 997) + 0.5, "t", 0.3])
+    path = tmp_path / "erp.xlsx"
+    workbook.save(path)
+    with zipfile.ZipFile(path) as archive:
+        members = archive.infolist()
+    _check_zip_sizes(members, path.name)  # raises IngestError if refused
+    ratios = [i.file_size / i.compress_size for i in members if i.file_size > 2**20]
+    assert ratios and max(ratios) < MAX_XLSX_COMPRESSION_RATIO / 3

@@ -66,6 +66,10 @@ def test_leak_detection() -> None:
     assert leak_in('  File "/srv/app/x.py", line 12, in f') is not None
     assert leak_in("cannot open /srv/pool/coordinator.db", ["/srv/pool"]) is not None
     assert leak_in("/usr/lib/python3/site-packages/x") is not None
+    # echoed request text is not a leak (Hypothesis draws strings from source constants)
+    assert leak_in('{"node_id": "site-packages"}', sent='{"node_id": "site-packages"}') is None
+    assert leak_in('{"id": "x", "at": "/usr/lib/site-packages/y"}', sent='{"id": "x"}'
+                   ) is not None
 
 
 def test_no_server_error_is_tolerated_as_known_any_more() -> None:

@@ -45,6 +45,7 @@ class Pool:
     auditor_token: str
     node_token: str
     held: dict[str, str]  # purpose -> query id
+    homes: dict[str, Path]  # node id -> node home
 
 
 def _records(index: int) -> list[dict[str, object]]:
@@ -114,7 +115,8 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
             _wait_until_held(client, list(held.values()))
             yield Pool(coordinator, nodes, client, operator,
                        hub.settings.auditor_token.get_secret_value(),
-                       contexts[3].settings.access_token.get_secret_value(), held)
+                       contexts[3].settings.access_token.get_secret_value(), held,
+                       {c.settings.node_id: c.home for c in contexts})
         client.close()
 
 
@@ -184,15 +186,27 @@ def test_operators_see_nodes_queries_budget_and_the_balance_with_charts(
     page.close()
 
 
-def test_auditors_see_the_history_with_per_node_epsilon(pool: Pool, browser: Browser) -> None:
+def test_auditors_see_receipts_and_verify_a_ledger_in_the_browser(pool: Pool,
+                                                                  browser: Browser) -> None:
     page = browser.new_page(viewport={"width": 1300, "height": 900})
     _login(page, f"{pool.coordinator.url}/ui/login?next=/ui/audit", pool.auditor_token)
     page.goto(f"{pool.coordinator.url}/ui/audit")
     expect(page.locator("header .who")).to_contain_text("auditor")
-    expect(page.locator("#ledger-note")).to_contain_text(
-        "ledger verification arrives with the ledger feature")
+    expect(page.locator("#receipts")).to_contain_text("miner-3")
     expect(page.locator("#audit-queries")).to_contain_text("miner-3")
+    context = node.open_node(pool.homes["miner-0"])
+    export = node.export_ledger(context=context)
+    context.engine.dispose()
+    assert export.entries, "the balance left no ledger entry"
+    page.fill("#ledger-json", export.model_dump_json())
+    page.click("#verify-form button")
+    expect(page.locator("#verification")).to_contain_text("all checks passed")
+    expect(page.locator("#verification")).to_contain_text("miner-0")
     _shot(page, "coordinator-audit")
+    tampered = export.model_copy(update={"entries": export.entries[1:]})
+    page.fill("#ledger-json", tampered.model_dump_json())
+    page.click("#verify-form button")
+    expect(page.locator("#findings")).to_contain_text("missing_entry")
     page.close()
 
 

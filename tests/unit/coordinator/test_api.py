@@ -4,88 +4,26 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
-from coordinator import CoordinatorConfigError, CoordinatorContext, create_app, init_coordinator
+from coordinator import CoordinatorConfigError
 from coordinator._settings import load_settings
 from protocols import (
     COORDINATOR_ID,
     EnrolBody,
-    JobSpec,
     MessageKind,
     PollBody,
     RefusalBody,
     ResultBody,
     SignedEnvelope,
     StatusBody,
-    open_envelope,
     seal_envelope,
 )
-from tests.unit.coordinator.conftest import FakeNode, answer, coverage, query
-
-
-@dataclass
-class Api:
-    client: TestClient
-    context: CoordinatorContext
-    operator: dict[str, str]
-    auditor: dict[str, str]
-
-    def token(self, node_id: str | None = None) -> str:
-        response = self.client.post("/v1/enrolment-tokens", headers=self.operator,
-                                    json={"node_id": node_id})
-        assert response.status_code == 200, response.text
-        return str(response.json()["token"])
-
-    def send(self, node: FakeNode, path: str, kind: MessageKind, body: dict[str, Any],
-             **seal: Any) -> Any:
-        signed = seal_envelope(node.key, sender=node.node_id,
-                               recipient=seal.pop("recipient", COORDINATOR_ID), kind=kind,
-                               body=body, **seal)
-        return self.client.post(path, json=signed.model_dump(mode="json"))
-
-    def enrol(self, node: FakeNode) -> None:
-        body = EnrolBody(token=self.token(node.node_id), node_id=node.node_id,
-                         display_name=node.node_id, public_key=node.public_key)
-        response = self.send(node, "/v1/enrol", MessageKind.ENROL, body.model_dump())
-        assert response.status_code == 200, response.text
-
-    def poll(self, node: FakeNode, wait: float = 0.0) -> JobSpec | None:
-        response = self.send(node, "/v1/jobs/poll", MessageKind.POLL,
-                             PollBody(wait_seconds=wait).model_dump())
-        if response.status_code == 204:
-            return None
-        assert response.status_code == 200, response.text
-        envelope = open_envelope(SignedEnvelope.model_validate(response.json()),
-                                 public_key=self.context.public_key, recipient=node.node_id,
-                                 kinds={MessageKind.JOB}, remember_nonce=lambda *_: True)
-        return JobSpec.model_validate(envelope.body)
-
-    def run(self, quorum: int = 3, deadline: float = 60.0, **query_fields: Any) -> Any:
-        q = query(**query_fields)
-        response = self.client.post("/v1/queries", headers=self.operator, json={
-            "query": q.model_dump(mode="json"), "quorum": quorum,
-            "deadline_seconds": deadline})
-        assert response.status_code == 200, response.text
-        return q
-
-
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[Api]:
-    context = init_coordinator(home=tmp_path / "coord", port=8799)
-    settings = context.settings
-    with TestClient(create_app(context)) as client:
-        yield Api(client, context,
-                  {"Authorization": f"Bearer {settings.operator_token.get_secret_value()}"},
-                  {"Authorization": f"Bearer {settings.auditor_token.get_secret_value()}"})
-    context.engine.dispose()
+from tests.unit.coordinator.conftest import Api, FakeNode, answer, coverage, query
 
 
 def test_every_operator_route_needs_the_token(api: Api) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from coordinator import (
@@ -11,6 +12,7 @@ from coordinator import (
     EU2017Parameters,
     anomaly_robust_z,
     choke_point_reasons,
+    company_hhi,
     economic_importance,
     eol_rir,
     hhi,
@@ -52,6 +54,54 @@ def test_hhi_by_company_from_a_share_vector() -> None:
     # five companies 40/30/10/10/10 %: 0.16 + 0.09 + 3 * 0.01 = 0.28; top-3 = 0.8
     assert math.isclose(hhi([0.4, 0.3, 0.1, 0.1, 0.1]), 0.28)
     assert math.isclose(top_share([0.4, 0.3, 0.1, 0.1, 0.1]), 0.8)
+
+
+def test_company_hhi_from_the_two_pooled_sums_worked_example() -> None:
+    # companies 50, 30, 20: S1 = 100, S2 = 2500 + 900 + 400 = 3800
+    # HHI = S2 / S1^2 = 3800 / 10000 = 0.38 (3,800 points), the same as from the shares:
+    # 0.5^2 + 0.3^2 + 0.2^2 = 0.25 + 0.09 + 0.04 = 0.38
+    exact = company_hhi(total=100.0, sum_of_squares=3800.0, companies=3)
+    assert math.isclose(exact.value, 0.38) and math.isclose(exact.raw, 0.38)
+    assert math.isclose(exact.value, hhi(shares({"a": 50.0, "b": 30.0, "c": 20.0})))
+    assert not exact.clamped and exact.std == 0.0 and exact.ci95 == 0.0  # no noise, no error
+    # noise can push S2 / S1^2 outside [1/n, 1]: clamped, and said so
+    low = company_hhi(total=100.0, sum_of_squares=2000.0, companies=3)  # raw 0.2 < 1/3
+    assert math.isclose(low.raw, 0.2) and math.isclose(low.value, 1 / 3) and low.clamped
+    high = company_hhi(total=100.0, sum_of_squares=12_000.0, companies=3)  # raw 1.2
+    assert high.value == 1.0 and high.clamped
+    with pytest.raises(ValueError, match="not positive"):
+        company_hhi(total=-1.0, sum_of_squares=3800.0, companies=3)
+    # Why there is no company CR3 from sums: 45/30/20/5 and 50/20/15/15 have the same
+    # S1 = 100 and S2 = 2025 + 900 + 400 + 25 = 2500 + 400 + 225 + 225 = 3350 (HHI 0.335),
+    # but top-3 shares 0.95 and 0.85.
+    first, second = [45.0, 30.0, 20.0, 5.0], [50.0, 20.0, 15.0, 15.0]
+    assert sum(first) == sum(second) == 100 and sum(x * x for x in first) == sum(
+        x * x for x in second) == 3350
+    assert math.isclose(hhi([x / 100 for x in first]), hhi([x / 100 for x in second]))
+    assert math.isclose(top_share([x / 100 for x in first]), 0.95)
+    assert math.isclose(top_share([x / 100 for x in second]), 0.85)
+
+
+def test_company_hhi_error_bar_matches_the_delta_method_and_covers_the_truth() -> None:
+    # S1 = 100 +- 2, S2 = 3800 +- 150: the delta method gives
+    # Var(HHI) = (sd2 / S1^2)^2 + (2 S2 sd1 / S1^3)^2 = 0.015^2 + 0.0152^2 -> std 0.02135
+    bar = company_hhi(total=100.0, sum_of_squares=3800.0, companies=3, total_std=2.0,
+                      sum_of_squares_std=150.0)
+    assert bar.std is not None and bar.ci95 is not None
+    assert bar.std == pytest.approx(math.hypot(0.015, 0.0152), rel=0.08)
+    assert bar.ci95 == pytest.approx(1.96 * bar.std, rel=0.15)
+    # Coverage: repeat the noisy release; the true 0.38 is within ci95 about 95% of the time.
+    rng = np.random.default_rng(7)
+    hits = 0
+    for _ in range(300):
+        noisy = company_hhi(total=100.0 + rng.normal(0, 2.0),
+                            sum_of_squares=3800.0 + rng.normal(0, 150.0), companies=3,
+                            total_std=2.0, sum_of_squares_std=150.0, draws=1000)
+        assert noisy.ci95 is not None
+        hits += abs(noisy.value - 0.38) <= noisy.ci95
+    assert 0.9 < hits / 300 <= 1.0
+    # A total drowned in noise has no error bar.
+    assert company_hhi(total=1.0, sum_of_squares=1.0, companies=3, total_std=5.0).std is None
 
 
 def test_import_reliance_raw_and_clamped() -> None:

@@ -75,7 +75,8 @@ def test_balance_requests_carry_the_token_and_parse_the_balance() -> None:
     assert seen[0].headers["authorization"] == "Bearer secret"
     assert json.loads(seen[0].content) == {"commodity": "cobalt", "period": "2024",
                                            "epsilon": 0.5, "min_contributors": 4,
-                                           "purpose": "pooled commodity balance"}
+                                           "purpose": "pooled commodity balance",
+                                           "totals": "none"}
     assert balance.rows[0].production.value == 100.0
 
 

@@ -14,6 +14,23 @@ import node
 from node._db import ImportRow, RecordRow
 from protocols import AggregateQuery, CoverageEntry, parse_period
 
+#: A mapping for small CSV files with columns id, month, commodity, flow, country, qty, unit.
+SIMPLE_MAPPING = """\
+[columns]
+record_id = "id"
+period = "month"
+commodity = "commodity"
+flow = "flow"
+country = "country"
+quantity = "qty"
+unit = "unit"
+
+[constants]
+stage = "mining"
+basis = "contained"
+"""
+SIMPLE_HEADER = "id,month,commodity,flow,country,qty,unit\n"
+
 COVERAGE = [
     CoverageEntry(commodity="cobalt", stages=["mining"],
                   flows=["production", "export", "stock_level"], countries=["COD", "ZMB"]),

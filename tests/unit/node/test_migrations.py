@@ -17,8 +17,9 @@ from datetime import UTC, datetime
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Connection, Engine, inspect, text
 
+import node._ingest_log  # noqa: F401  (the ingest_attempts table of revision 0002)
 from node._db import NodeTable, create_schema, make_engine
 from node._schema import (
     BASELINE,
@@ -66,8 +67,7 @@ def _populate(engine: Engine) -> None:
 
 def _assert_populated(engine: Engine) -> None:
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT year, spent_nano FROM budget_accounts ORDER BY year")
-                            ).all() == [(2024, 1_500_000_000), (2025, 250_000_000)]
+        _assert_budget_kept(conn)
         assert conn.execute(text("SELECT query_id, epsilon_nano, answer_json FROM releases")
                             ).all() == [("q1", 1_500_000_000, '{"cells": []}')]
         assert conn.execute(text("SELECT record_id, quantity_t, import_id FROM records")
@@ -79,6 +79,18 @@ def _assert_populated(engine: Engine) -> None:
         assert conn.execute(text("SELECT count(*) FROM imports")).scalar_one() == 1
         assert conn.execute(text("SELECT count(*) FROM nonces")).scalar_one() == 1
         conn.rollback()
+
+
+def _assert_budget_kept(conn: Connection) -> None:
+    """The spend of the populated rows, in whichever budget table the revision has."""
+    if inspect(conn).has_table("privacy_accounts"):  # revision 0003 and later
+        assert conn.execute(text(
+            "SELECT year, tier, epsilon_nano, rho_nano FROM privacy_accounts ORDER BY year")
+        ).all() == [(2024, "standardised", 1_500_000_000, 0),
+                    (2025, "standardised", 250_000_000, 0)]
+    else:
+        assert conn.execute(text("SELECT year, spent_nano FROM budget_accounts ORDER BY year")
+                            ).all() == [(2024, 1_500_000_000), (2025, 250_000_000)]
 
 
 def _baseline_without_version_table(engine: Engine) -> None:
@@ -144,3 +156,53 @@ def test_services_starting_together_migrate_once(postgres_url: str) -> None:
         assert current_revision(conn) == head_revision()
     for e in engines:
         e.dispose()
+
+
+def test_revision_0002_adds_the_ingest_attempts_table_and_removes_it_on_downgrade(
+        database_url: str) -> None:
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), BASELINE)
+    _populate(engine)
+    assert "ingest_attempts" not in inspect(engine).get_table_names()
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0002")
+    columns = {c["name"]: c for c in inspect(engine).get_columns("ingest_attempts")}
+    assert set(columns) == {"id", "file_name", "sha256", "mapping_sha256", "started_at",
+                            "finished_at", "outcome", "row_count", "error_count",
+                            "errors_json", "import_id"}
+    assert columns["sha256"]["nullable"] and columns["import_id"]["nullable"]
+    assert not columns["outcome"]["nullable"]
+    _assert_populated(engine)
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), BASELINE)
+    assert "ingest_attempts" not in inspect(engine).get_table_names()
+    _assert_populated(engine)
+    engine.dispose()
+
+
+def test_revision_0003_carries_the_budget_into_privacy_accounts_and_back(
+        database_url: str) -> None:
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0002")
+    _populate(engine)
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0003")
+    tables = set(inspect(engine).get_table_names())
+    assert {"privacy_accounts", "reservations", "ledger_entries", "ledger_head",
+            "contributor_sets"} <= tables
+    assert "budget_accounts" not in tables
+    with engine.connect() as conn:
+        # q1 (1.5 in 2024) explains 2024 exactly: its zCDP worth is 1.5**2 / 2; the 0.25 of
+        # 2025 that no release explains is kept, counted as one release.
+        assert conn.execute(text("SELECT year, pure_rho_nano FROM privacy_accounts "
+                                 "ORDER BY year")).all() == [(2024, 1_125_000_000),
+                                                             (2025, 31_250_000)]
+        conn.rollback()
+    _assert_populated(engine)
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0002")
+    assert "privacy_accounts" not in inspect(engine).get_table_names()
+    _assert_populated(engine)
+    engine.dispose()
