@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 import httpx
 from pydantic import ValidationError
 from sqlalchemy import delete, insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session
 
 from node._db import AgentStatusRow, JobRow, NonceRow, utcnow
@@ -44,6 +44,7 @@ from node._jobs import (
     unreported_jobs,
 )
 from node._secure import SecureRoundsMemory, handle_secagg_job
+from node._storage import storage_failure
 from protocols import (
     API_VERSION,
     COORDINATOR_ID,
@@ -83,6 +84,7 @@ class PullAgent:
         self._transport = transport  # tests: an in-process or failing transport
         self._last_contact_note = 0.0
         self.failures = 0
+        self.storage_failures = 0  # consecutive turns that found the node's disk full
         self._base = f"{enrolment.coordinator_url}/{API_VERSION}"
         self.secure_rounds = SecureRoundsMemory()  # secure-aggregation secrets: memory only
 
@@ -141,8 +143,16 @@ class PullAgent:
                     await self.step(client)
                 except (httpx.HTTPError, CoordinatorError) as exc:
                     delay = await asyncio.to_thread(self._failed, exc)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), timeout=delay)
+                except (OperationalError, OSError) as exc:
+                    message = storage_failure(exc)
+                    if message is None:
+                        raise
+                    delay = self._storage_failed(message)
+                else:
+                    self.storage_failures = 0
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
 
     async def step(self, client: httpx.AsyncClient) -> JobSpec | SecAggJob | None:
         """One turn: run pending jobs, report, poll once, handle what came. Returns the job."""
@@ -161,7 +171,9 @@ class PullAgent:
         for job_id in await asyncio.to_thread(runnable_jobs, engine=self.context.engine):
             try:
                 row = await asyncio.to_thread(run_job, context=self.context, job_id=job_id)
-            except Exception:
+            except Exception as exc:
+                if storage_failure(exc) is not None:
+                    raise  # the job stays running (nothing charged): retried once there is room
                 log.exception("job %s failed at this node", job_id)
                 await asyncio.to_thread(self._fail_job, job_id)
                 continue
@@ -254,6 +266,15 @@ class PullAgent:
             row.last_error, row.next_retry_at, row.updated_at = None, None, utcnow()
             session.add(row)
             session.commit()
+
+    def _storage_failed(self, message: str) -> float:
+        """Log that the node's own disk is full; the delay before the next try (no DB write)."""
+        self.storage_failures += 1
+        ceiling = self.context.settings.max_backoff_seconds
+        delay = min(ceiling, 2.0 ** min(self.storage_failures - 1, 16)) * random.uniform(0.8, 1.2)  # noqa: S311 - jitter
+        log.error("%s; no job can be answered until there is room: retrying in %.0f s "
+                  "(failure %d)", message, delay, self.storage_failures)
+        return delay
 
     def _failed(self, exc: Exception) -> float:
         self.failures += 1

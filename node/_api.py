@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
+from sqlalchemy.exc import OperationalError
 
 from node._agent import PullAgent
 from node._budget import budget_status, recover_reservations
@@ -27,6 +28,7 @@ from node._home import NodeContext
 from node._observability import RequestIdMiddleware
 from node._ops import metrics_of, ops_router
 from node._release import answer_query
+from node._storage import storage_failure
 from node._web import admin_router
 from protocols import API_VERSION, AggregateQuery, ErrorBody, NodeInfo, SignedAnswer
 
@@ -112,6 +114,17 @@ def create_app(context: NodeContext, *, run_agent: bool = True) -> FastAPI:
     @app.exception_handler(NodeError)
     async def _node_error(_: Request, exc: NodeError) -> JSONResponse:
         return _error(500, "node_error", str(exc))
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(OSError)
+    async def _storage(_: Request, exc: Exception) -> JSONResponse:
+        message = storage_failure(exc)
+        if message is None:
+            raise exc  # not the disk: the generic 500 of the error middleware
+        log.error("%s (%s)", message, type(exc).__name__)
+        return _error(507, "insufficient_storage",
+                      f"{message}; nothing was released or charged: free space on the "
+                      "node's disk and send the query again")
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from typer.testing import CliRunner
@@ -222,3 +223,46 @@ def test_a_release_on_a_full_disk_charges_nothing_and_succeeds_once_there_is_roo
     assert outcomes["reserved_then_failed"] >= 1, outcomes  # the give-back path was tested
     assert outcomes["released"] >= 1, outcomes
 
+
+
+def test_a_push_release_on_a_full_disk_answers_507_and_charges_nothing(disk: Path) -> None:
+    home = disk / "node"
+    context = node.init_node(home=home, node_id="acme", display_name="Acme",
+                             policy=node.Policy(coverage=COVERAGE))
+    insert_records(context, [make_record(f"r{i}", period=f"2024-{i % 12 + 1:02d}",
+                                         quantity_t=10.0, unit=f"site:{i % 7}")
+                             for i in range(60)])
+    node.answer_query(context=context, query=aggregate_query())  # the year's account exists
+    token = context.settings.access_token.get_secret_value()
+    context.engine.dispose()
+
+    statuses: list[int] = []
+    for leave in range(4096, 160 * 1024 + 1, 8192):
+        before = state(home)
+        query = aggregate_query()
+        context = node.open_node(home)
+        try:  # the service is running when its disk fills up
+            with TestClient(node.create_app(context, run_agent=False),
+                            raise_server_exceptions=False) as client:
+                filler = fill(disk, leave=leave)
+                try:
+                    response = client.post("/v1/queries", json=query.model_dump(mode="json"),
+                                           headers={"Authorization": f"Bearer {token}"})
+                finally:
+                    filler.unlink()
+        finally:
+            context.engine.dispose()
+        statuses.append(response.status_code)
+        after = state(home)
+        if response.status_code == 200:
+            assert after["ledger"] == [*before["ledger"], query.query_id]
+            continue
+        assert response.status_code == 507, (leave, response.status_code, response.text)
+        body = response.json()
+        assert body["error"] == "insufficient_storage", body
+        assert DISK_ERROR.search(body["message"]) and "free space" in body["message"], body
+        assert "Traceback" not in response.text
+        assert after == before, (leave, before, after)  # nothing released or charged
+
+    print(f"\nfull disk, push release with 4-160 KiB free: statuses {statuses}")
+    assert 507 in statuses and 200 in statuses, statuses

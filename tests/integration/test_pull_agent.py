@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,9 +15,11 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 import node
+import node._jobs
 from coordinator import (
     CoordinatorContext,
     NodeStatus,
@@ -210,6 +213,46 @@ def test_a_crash_before_reporting_is_recovered_without_a_second_charge(pool: Poo
     with Session(first.engine) as session:
         rows = session.get(NodeJob, pool.coordinator_jobs(query.query_id)["miner-0"].job_id)
         assert rows is not None and rows.reported_state == JobState.ANSWERED
+
+
+def test_a_full_disk_keeps_the_agent_alive_and_the_job_is_answered_once_there_is_room(
+    pool: Pool, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = pool.nodes[0]
+    first.settings.max_backoff_seconds = 0.2
+    query = cobalt_query(flows=["production"], group_by=["country"])
+    pool.submit(query, quorum=1)
+    real_answer = node._jobs.answer_query
+    attempts: list[str] = []
+
+    def full_disk_twice(**kwargs: Any) -> Any:
+        attempts.append(kwargs["query"].query_id)
+        if len(attempts) <= 2:  # what SQLite raises when the settlement finds no room
+            raise OperationalError("INSERT INTO ledger_entries", {},
+                                   sqlite3.OperationalError("database or disk is full"))
+        return real_answer(**kwargs)
+
+    monkeypatch.setattr(node._jobs, "answer_query", full_disk_twice)
+
+    async def run_until_answered() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(pool.agent(first).run(stop))
+        for _ in range(100):
+            await asyncio.sleep(0.1)
+            if task.done() or pool.coordinator_jobs(query.query_id)["miner-0"].state \
+                    == JobState.ANSWERED:
+                break
+        stop.set()
+        await task  # the agent did not die on the full disk
+
+    with caplog.at_level(logging.INFO, logger="node.agent"):
+        asyncio.run(run_until_answered())
+    assert attempts == [query.query_id] * 3
+    assert "the node's database could not be written: the disk is full; no job can be " \
+           "answered until there is room" in caplog.text
+    assert "failed at this node" not in caplog.text  # not given up: retried
+    assert pool.coordinator_jobs(query.query_id)["miner-0"].state == JobState.ANSWERED
+    assert spent(first) == {2024: 1.0}
 
 
 def test_an_unreachable_coordinator_is_named_backed_off_and_reconnected(
