@@ -217,6 +217,17 @@ def balance(
         help="tonnes one site may contribute to the year's flows (default: table)")] = None,
     stock_bound: Annotated[float | None, typer.Option(
         help="tonnes one site's closing stock may contribute (default: table)")] = None,
+    totals: Annotated[str, typer.Option(
+        help="world and region totals measured by their own queries: none, world or "
+             "world+regions (they take part of --epsilon; docs/balances.md)")] = "none",
+    price_epsilon: Annotated[float | None, typer.Option(
+        help="also pool volume-weighted prices by contract type at this extra epsilon")] = None,
+    price_bound: Annotated[float | None, typer.Option(
+        help="USD per tonne one record's price is clipped to (default: table)")] = None,
+    min_contributors: Annotated[int, typer.Option(
+        help="companies a cell needs to be published (at least 3)")] = 3,
+    purpose: Annotated[str, typer.Option(
+        help="why the pool asks; recorded in every node's ledger")] = "pooled commodity balance",
     output: Annotated[Path | None, typer.Option(help="also write the balance as JSON here")] = None,
     home: Home = Path("dpn-coordinator"), url: Url = None, token: Token = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
@@ -226,13 +237,15 @@ def balance(
     Example: dpn coordinator balance --commodity cobalt --period 2024 --output cobalt-2024.json
     """
     from coordinator import BalanceRequest
-    from crimmis_dpn.cli._render import balance_tables, outcome_table
+    from crimmis_dpn.cli._render import balance_tables, outcome_table, price_table, totals_table
     from protocols import Commodity, parse_code
 
     with reported_errors():
-        request = BalanceRequest(commodity=parse_code(Commodity, commodity, field="commodity"),
-                                 period=period, epsilon=epsilon, unit_sum_bound=unit_bound,
-                                 stock_unit_bound=stock_bound)
+        request = BalanceRequest.model_validate({
+            "commodity": parse_code(Commodity, commodity, field="commodity"), "period": period,
+            "epsilon": epsilon, "unit_sum_bound": unit_bound, "stock_unit_bound": stock_bound,
+            "totals": totals, "price_epsilon": price_epsilon, "price_bound": price_bound,
+            "min_contributors": min_contributors, "purpose": purpose})
         with _client(home, url, token) as client, spinner(
                 f"pooling the {request.commodity} balance of {period}: waiting for the nodes' "
                 "answers", enabled=progress_enabled(as_json)):
@@ -245,6 +258,9 @@ def balance(
         return
     for table in balance_tables(result):
         console.print(table)
+    for extra in (totals_table(result), price_table(result)):
+        if extra is not None:
+            console.print(extra)
     console.print(outcome_table(result))
     if output is not None:
         console.print(f"written to {output}")

@@ -6,7 +6,7 @@ from rich.table import Table
 
 from coordinator import Balance, BalanceFigure, CellStatus
 
-__all__ = ["balance_tables", "format_figure", "outcome_table"]
+__all__ = ["balance_tables", "format_figure", "outcome_table", "price_table", "totals_table"]
 
 _COLUMNS = [
     ("Production", "production"),
@@ -49,6 +49,45 @@ def balance_tables(balance: Balance) -> list[Table]:
                           *(format_figure(getattr(row, attr)) for _, attr in columns))
         tables.append(table)
     return tables
+
+
+def totals_table(balance: Balance) -> Table | None:
+    """World and region totals measured by their own queries; ``None`` if none were asked."""
+    if not balance.totals:
+        return None
+    table = Table(title=f"{balance.commodity} {balance.period}: measured totals (own queries, "
+                        "not sums of the rows; tonnes contained, ± = 95% DP noise interval)",
+                  title_justify="left")
+    for column in ("Area", "Stage", "Figure"):
+        table.add_column(column)
+    table.add_column("Value", justify="right")
+    for total in sorted(balance.totals, key=lambda t: (t.level != "world", t.area, t.stage,
+                                                       t.figure)):
+        table.add_row(total.area, total.stage, total.figure.replace("_", " "),
+                      format_figure(total.value))
+    return table
+
+
+def price_table(balance: Balance) -> Table | None:
+    """Volume-weighted average prices by contract type; ``None`` if prices were not asked."""
+    if not balance.prices:
+        return None
+    table = Table(title=f"{balance.commodity} {balance.period}: volume-weighted average prices "
+                        "(USD per tonne contained; ± = 95% DP noise interval)",
+                  title_justify="left")
+    table.add_column("Contract")
+    table.add_column("Price", justify="right")
+    table.add_column("Priced tonnes", justify="right")
+    for price in balance.prices:
+        if price.status is CellStatus.PUBLISHED and price.value is not None:
+            value = f"{price.value:,.0f} [dim]±{price.ci95 or 0:,.0f}[/dim]"
+            tonnes = f"{price.tonnes:,.0f}" if price.tonnes is not None else "-"
+        else:
+            value = ("[yellow]suppr.[/yellow]" if price.status is CellStatus.SUPPRESSED
+                     else "[dim]·[/dim]")
+            tonnes = "-"
+        table.add_row(price.contract_type.replace("_", " "), value, tonnes)
+    return table
 
 
 def outcome_table(balance: Balance) -> Table:

@@ -7,6 +7,7 @@ jobs); the coordinator never connects to a node.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -144,6 +145,32 @@ def test_the_balance_cli_prints_json_that_satisfies_the_identity(pool: Pool) -> 
     assert figures["apparent_consumption"] == pytest.approx(
         figures["production"] - figures["exports"] - figures["stock_change"])
     assert balance["epsilon_by_node"]["miner-0"] == pytest.approx({"2024": 0.3, "2023": 0.1})
+
+
+def test_the_balance_cli_asks_for_world_totals_and_prices_and_prints_them(pool: Pool) -> None:
+    output = pool.home / "balance-totals.json"
+    token = pool.client._client.headers["authorization"].removeprefix("Bearer ")
+    completed = subprocess.run(
+        [sys.executable, "-m", "crimmis_dpn", "coordinator", "balance", "--commodity", "cobalt",
+         "--period", "2024", "--epsilon", "0.3", "--totals", "world", "--price-epsilon", "0.1",
+         "--purpose", "annual cobalt review", "--url", pool.coordinator.url, "--token", token,
+         "--output", str(output)],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "COLUMNS": "200"})
+    assert completed.returncode == 0, completed.stderr
+    balance = json.loads(output.read_text())
+    # countries, stocks, world totals, and the prices' value and priced-tonnes queries
+    assert len(balance["query_ids"]) == 5
+    world = {(t["stage"], t["figure"]): t["value"] for t in balance["totals"]
+             if t["level"] == "world"}
+    assert world[("mining", "production")]["status"] == "published"
+    assert {p["contract_type"] for p in balance["prices"]} >= {"all"}
+    assert all(p["status"] != "published" for p in balance["prices"])  # no prices were reported
+    text = " ".join(completed.stdout.split())  # the console wraps long titles
+    assert "measured totals" in text and "World" in text
+    assert "volume-weighted average prices" in text
+    # 0.3 on flows, stocks and totals, 0.1 on prices: 0.4 in 2024 (stocks also charge 2023)
+    assert balance["epsilon_by_node"]["miner-0"]["2024"] == pytest.approx(0.4)
 
 
 def test_a_node_that_is_down_does_not_sink_the_query_and_is_named(pool: Pool) -> None:

@@ -90,3 +90,14 @@ def test_synthetic_against_an_unreachable_coordinator_exits_5() -> None:
                                  "--token", "t" * 40])
     assert result.exit_code == 5
     assert "cannot reach the coordinator at http://127.0.0.1:9" in result.output
+
+
+def test_balance_options_are_checked_before_anything_is_asked(tmp_path: Path) -> None:
+    base = ["coordinator", "balance", "--commodity", "cobalt", "--period", "2024",
+            "--url", "http://127.0.0.1:9", "--token", "t" * 32]
+    for extra, field in ((["--totals", "galaxy"], "totals"),
+                         (["--min-contributors", "2"], "min_contributors"),
+                         (["--price-epsilon", "0"], "price_epsilon")):
+        result = runner.invoke(app, [*base, *extra])
+        assert result.exit_code == 2, (extra, result.output)
+        assert field in result.output, (extra, result.output)
