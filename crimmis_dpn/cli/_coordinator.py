@@ -436,6 +436,9 @@ def company_concentration_command(
     sums: Annotated[str, typer.Option(help="query id of a completed secure 'sum' round")],
     squares: Annotated[str, typer.Option(
         help="query id of a completed secure 'sum_of_squares' round over the same cells")],
+    output: Annotated[Path | None, typer.Option(
+        help="also write the cells as JSON here (for `dpn coordinator report "
+             "--company-concentration`)")] = None,
     home: Home = Path("dpn-coordinator"), url: Url = None, token: Token = None,
     as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False,
 ) -> None:
@@ -449,6 +452,9 @@ def company_concentration_command(
     """
     with reported_errors(), _client(home, url, token) as client:
         cells = client.company_concentration(sums=sums, squares=squares)
+    if output is not None:
+        output.write_text(json.dumps({"sums": sums, "squares": squares, "cells": cells},
+                                     indent=2), encoding="utf-8")
     if as_json:
         console.print_json(json.dumps(cells))
         return

@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import plotly.graph_objects as go
+from pydantic import BaseModel, ConfigDict
 
 from coordinator import (
     FIGURES,
     CellStatus,
+    CompanyConcentration,
     Level,
     MarketReport,
     ReconciledBalance,
@@ -22,7 +24,33 @@ from coordinator import (
     SankeyData,
 )
 
-__all__ = ["render_report_html", "write_report_html"]
+__all__ = ["CompanyConcentrationFile", "render_report_html", "write_report_html"]
+
+
+class CompanyConcentrationFile(BaseModel):
+    """What `dpn coordinator company-concentration --output` writes: two rounds' HHI cells."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sums: str
+    squares: str
+    cells: list[CompanyConcentration]
+
+
+def _company_concentration(files: list[CompanyConcentrationFile]) -> list[str]:
+    lines = []
+    for file in files:
+        for cell in file.cells:
+            where = " / ".join(cell.key)
+            if cell.hhi is None:
+                lines.append(f"{where}: no HHI ({cell.reason or 'suppressed'}); rounds "
+                             f"{file.sums} and {file.squares}")
+                continue
+            error = f" ± {cell.hhi.ci95:.3f}" if cell.hhi.ci95 is not None else ""
+            clamp = f" (raw {cell.hhi.raw:.3f}, clamped to [1/n, 1])" if cell.hhi.clamped else ""
+            lines.append(f"{where}: HHI {cell.hhi.value:.3f}{error}{clamp}; rounds "
+                         f"{file.sums} and {file.squares}")
+    return lines
 
 _TABLE_FIGURES = ("production", "imports", "exports", "stock_change", "apparent_consumption",
                   "consumption", "recycling_input", "closing_stock")
@@ -118,8 +146,14 @@ def _list(title: str, items: list[str]) -> str:
     return f"<h2>{html.escape(title)}</h2><ul>{body}</ul>"
 
 
-def render_report_html(report: MarketReport) -> str:
-    """The report as one HTML document with every chart and plotly.js inlined."""
+def render_report_html(report: MarketReport, *,
+                       company_concentration: list[CompanyConcentrationFile] | None = None
+                       ) -> str:
+    """The report as one HTML document with every chart and plotly.js inlined.
+
+    ``company_concentration``: company HHI cells from secure-aggregation rounds, listed in
+    their own section (no company's figure is in them).
+    """
     figures: list[go.Figure] = []
     for b in report.balances:
         for level in (Level.WORLD, Level.REGION, Level.COUNTRY):
@@ -162,6 +196,9 @@ def render_report_html(report: MarketReport) -> str:
         _list("Notes", report.notes),
         *charts,
         _list("Indicators", indicators),
+        *([_list("Company concentration (HHI by company, 0..1, from secure aggregation; "
+                 "± = 95% noise interval)", _company_concentration(company_concentration))]
+          if company_concentration else []),
         _list("Potential choke points", chokes),
         _list("Anomaly flags", anomalies),
         _list("Provenance", provenance),
@@ -170,7 +207,10 @@ def render_report_html(report: MarketReport) -> str:
     return "\n".join(parts)
 
 
-def write_report_html(report: MarketReport, path: Path) -> Path:
+def write_report_html(report: MarketReport, path: Path, *,
+                      company_concentration: list[CompanyConcentrationFile] | None = None
+                      ) -> Path:
     """Write :func:`render_report_html` to ``path``."""
-    path.write_text(render_report_html(report), encoding="utf-8")
+    path.write_text(render_report_html(report, company_concentration=company_concentration),
+                    encoding="utf-8")
     return path
