@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
+import crimmis_dpn.cli._coordinator as cli_coordinator
 from crimmis_dpn.cli import app
+from crimmis_dpn.cli._report_html import CompanyConcentrationFile
 from tests.unit.coordinator.test_market_report import balance
 
 runner = CliRunner()
@@ -61,3 +64,28 @@ def test_a_malformed_concentration_file_exits_2_naming_the_field(tmp_path: Path)
                                  "--output", str(output)])
     assert result.exit_code == 2 and "no.json: cannot read it" in " ".join(
         result.output.split()), result.output
+
+
+def test_company_concentration_output_is_what_the_report_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class FakeClient:
+        def __enter__(self) -> FakeClient:
+            return self
+
+        def __exit__(self, *_: object) -> None:
+            return None
+
+        def company_concentration(self, *, sums: str, squares: str) -> list[dict[str, object]]:
+            assert (sums, squares) == (CELLS["sums"], CELLS["squares"])
+            return list(CELLS["cells"])  # type: ignore[call-overload]
+
+    monkeypatch.setattr(cli_coordinator, "_client", lambda *_: FakeClient())
+    saved = tmp_path / "hhi.json"
+    result = runner.invoke(app, ["coordinator", "company-concentration", "--sums", "a" * 32,
+                                 "--squares", "b" * 32, "--output", str(saved)])
+    assert result.exit_code == 0, result.output
+    assert "0.412" in result.output and "min_contributors" in result.output
+    assert json.loads(saved.read_text(encoding="utf-8")) == CELLS
+    parsed = CompanyConcentrationFile.model_validate_json(saved.read_text(encoding="utf-8"))
+    assert parsed.cells[0].hhi is not None and parsed.cells[0].hhi.value == 0.4123
