@@ -53,6 +53,31 @@ def _error(status: int, code: str, message: str, **detail: Any) -> JSONResponse:
     return JSONResponse(status_code=status, content=body.model_dump(mode="json"))
 
 
+async def _sweep_reservations(context: NodeContext, stop: asyncio.Event) -> None:
+    """Until ``stop``: give back reservations older than any computation could take.
+
+    Covers a give-back that failed while the service runs (e.g. the database was briefly
+    unreachable when a release failed): its budget would otherwise stay counted until the
+    next start. A failed sweep is logged and tried again at the next interval.
+    """
+    settings = context.settings
+    older_than = timedelta(seconds=settings.reservation_timeout_seconds)
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=settings.reservation_sweep_seconds)
+            return
+        try:
+            given_back = await asyncio.to_thread(recover_reservations, engine=context.engine,
+                                                 older_than=older_than)
+        except Exception as exc:  # the database may be down: try again later
+            log.warning("could not look for stale budget reservations: %s: %s",
+                        type(exc).__name__, exc)
+            continue
+        if given_back:
+            log.warning("gave back %d budget reservation(s) older than %.0f s with no release",
+                        given_back, settings.reservation_timeout_seconds)
+
+
 def create_app(context: NodeContext, *, run_agent: bool = True) -> FastAPI:
     """The node's FastAPI application; it runs the pull agent when the node is enrolled."""
     enrolment = load_enrolment(context.home)
@@ -65,16 +90,15 @@ def create_app(context: NodeContext, *, run_agent: bool = True) -> FastAPI:
         if recovered:
             log.warning("gave back %d budget reservation(s) left by a stopped process",
                         recovered)
-        if enrolment is None or not run_agent:
-            yield
-            return
         stop = asyncio.Event()
-        task = asyncio.create_task(PullAgent(context, enrolment).run(stop))
+        tasks = [asyncio.create_task(_sweep_reservations(context, stop))]
+        if enrolment is not None and run_agent:
+            tasks.append(asyncio.create_task(PullAgent(context, enrolment).run(stop)))
         try:
             yield
         finally:
             stop.set()
-            await task
+            await asyncio.gather(*tasks)
 
     app = FastAPI(
         title=f"crimmis-dpn node {context.settings.node_id}",

@@ -44,6 +44,14 @@ class NodeSettings(BaseSettings):
     )
     poll_wait_seconds: Annotated[float, Field(gt=0, le=60)] = 10.0
     max_backoff_seconds: Annotated[float, Field(ge=1, le=3600)] = 60.0
+    reservation_timeout_seconds: Annotated[float, Field(ge=60, le=7 * 86400)] = Field(
+        default=3600.0,
+        description="a budget reservation older than this with no release is given back "
+                    "(longer than any computation: a synthetic fit takes minutes)",
+    )
+    reservation_sweep_seconds: Annotated[float, Field(gt=0, le=86400)] = Field(
+        default=300.0, description="how often the running service looks for such reservations",
+    )
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     environment: Literal["production", "development"] = "production"

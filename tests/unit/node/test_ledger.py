@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 import node
 from node._budget import reserve, settle
+from node._db import ReservationRow, utcnow
 from node._ledger import ReleaseOrigin
 from protocols import (
     DataTier,
@@ -86,7 +91,6 @@ def test_a_crash_between_reserve_and_settle_is_counted_until_recovered(
     assert _spent(context) == {2024: 2.0}  # counted: never under-counted
     assert node.recover_reservations(engine=context.engine) == 0  # too recent to be a crash
     later = node.RESERVATION_TIMEOUT + timedelta(minutes=1)
-    from node._db import utcnow
     assert node.recover_reservations(engine=context.engine, now=utcnow() + later) == 1
     assert _spent(context) == {2024: 0.0}
     # a late settle of the voided reservation is refused: nothing can be released twice
@@ -148,3 +152,31 @@ def test_the_node_refuses_a_query_that_would_isolate_one_node(make_node: NodeFac
     node.answer_query(context=context, query=cobalt_query(),
                       origin=ReleaseOrigin(participants=(*base, "e", "f", "g")))
     assert _spent(context) == {2024: 3.0}
+
+
+def test_the_running_service_gives_back_reservations_older_than_the_timeout(
+        make_node: NodeFactory, caplog: pytest.LogCaptureFixture) -> None:
+    context = make_node()
+    context.settings.reservation_sweep_seconds = 0.05
+    context.settings.reservation_timeout_seconds = 600.0
+    limits = context.policy.budget.limits(DataTier.STANDARDISED)
+    with caplog.at_level(logging.WARNING, logger="node.api"), TestClient(
+            node.create_app(context, run_agent=False)):
+        # after start-up (which gives back everything open): a stale and a fresh reservation
+        with context.engine.begin() as connection:
+            for query_id in ("a" * 32, "b" * 32):
+                reserve(connection=connection, query_id=query_id, tier="standardised",
+                        years=[2024], cost=PrivacyCost(epsilon=1.0), limits=limits)
+            connection.execute(update(ReservationRow).where(
+                ReservationRow.query_id == "a" * 32).values(  # type: ignore[arg-type]
+                created_at=utcnow() - timedelta(seconds=601)))
+        for _ in range(100):
+            if _spent(context) == {2024: 1.0}:
+                break
+            time.sleep(0.05)
+    assert _spent(context) == {2024: 1.0}  # the stale one given back, the fresh one kept
+    assert "gave back 1 budget reservation(s) older than 600 s with no release" in caplog.text
+    with context.engine.begin() as connection:
+        settle(connection=connection, query_id="b" * 32)  # the fresh one still settles
+    with pytest.raises(node.ReservationLostError), context.engine.begin() as connection:
+        settle(connection=connection, query_id="a" * 32)
