@@ -189,7 +189,11 @@ def test_copula_correlation_is_the_data_correlation_plus_small_noise(
     exact = sums / np.sqrt(np.outer(np.diag(sums), np.diag(sums)))
     off = ~np.eye(d, dtype=bool)
     assert np.abs(exact[off]).max() > 0.3  # the data has real dependence to recover
-    assert np.abs(model.correlation - exact)[off].max() < 0.05
+    # The largest error over the 72 off-diagonal entries (noise, then the projection onto a
+    # correlation matrix) is 0.011 on average; in 32,000 simulated fits it passed 0.04 five
+    # times and 0.05 twice (0.05 failed about 1e-5 to 1e-4 of runs). Its tail, extrapolated,
+    # puts 0.08 at about 1e-7 per run.
+    assert np.abs(model.correlation - exact)[off].max() < 0.08
 
 
 def test_inputs_are_checked(records: pl.DataFrame, domain: PublicDomain) -> None:
