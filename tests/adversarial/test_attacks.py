@@ -214,7 +214,11 @@ class Secrets:
             for form in _number_forms(value, html=html) - self.published:
                 # "1,234" followed by ",567" is part of a longer number (e.g. "300,400,700")
                 tail = r"(?![\d])(?!,\d)" if "," in form else r"(?![\d])"
-                if re.search(rf"(?<![\d.,]){re.escape(form)}{tail}", text):
+                # After a comma a form is a list element ("[12.5,4567.25]"), unless it could
+                # be a thousands group of a longer number: exactly three digits, no sign.
+                group = "," not in form and re.fullmatch(r"\d{3}(\.\d*)?", form) is not None
+                head = r"(?<![\d.,])" if "," in form or group else r"(?<![\d.])"
+                if re.search(rf"{head}{re.escape(form)}{tail}", text):
                     hits.append(form)
         return hits
 
@@ -298,6 +302,9 @@ def test_no_route_gives_the_operator_or_an_auditor_records_or_one_companys_figur
     big = next(v for v in secrets.numbers if abs(v) >= 1000
                and f"{v:,.0f}" not in secrets.published)
     assert secrets.found_in(f"<td>{big:,.0f}</td>", html=True)
+    # also as a later element of a compact JSON list, and not inside a longer number
+    assert secrets.found_in(json.dumps([1.5, 2.5, big], separators=(",", ":")), html=False)
+    assert not Secrets(set(), {567.0}).found_in("<td>1,567.0</td> 12,567.000", html=True)
     assert not secrets.found_in(json.dumps(result.model_dump(mode="json")), html=False)
 
     values = {"query_id": plain.query_id, "node_id": "miner-a", "commodity": "cobalt",
