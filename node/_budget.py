@@ -21,8 +21,9 @@ starts (every reservation then open belongs to a process that is gone or to a re
 cannot be settled any more), and while it runs, every ``reservation_sweep_seconds``, for
 reservations older than ``reservation_timeout_seconds`` (longer than any computation
 takes). Giving back is safe because the release a reservation stood for was never recorded
-(release, ledger entry and settlement share one transaction), so nothing left the node; and if that computation is still running somewhere, its settlement is refused
-(``reserved`` is required) and it releases nothing. Nothing is ever counted twice: a query id
+(release, ledger entry and settlement share one transaction), so nothing left the node;
+and if that computation is still running somewhere, its settlement is refused (``reserved``
+is required) and it releases nothing. Nothing is ever counted twice: a query id
 has one reservation (primary key), settled or given back only once by conditional updates.
 
 Concurrency: on PostgreSQL the year's account rows are locked ``FOR UPDATE`` in a fixed order,
