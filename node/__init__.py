@@ -59,6 +59,7 @@ from node._policy import (
 from node._release import answer_query
 from node._secure import SecureRoundsMemory, check_secure_query, handle_secagg_job
 from node._settings import NodeSettings, load_settings
+from node._storage import storage_failure
 from node._summary import DataSummary, agent_status, data_summary
 
 __all__ = [
@@ -119,4 +120,5 @@ __all__ = [
     "recover_reservations",
     "rotate_key",
     "run_job",
+    "storage_failure",
 ]

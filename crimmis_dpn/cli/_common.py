@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import IntEnum
@@ -45,7 +44,13 @@ def reported_errors() -> Iterator[None]:
 
     from coordinator import CoordinatorConfigError, EnrolmentError
     from crimmis_dpn._client import ClientError
-    from node import BudgetExceededError, IngestError, NodeConfigError, QueryRefusedError
+    from node import (
+        BudgetExceededError,
+        IngestError,
+        NodeConfigError,
+        QueryRefusedError,
+        storage_failure,
+    )
     from protocols import StandardError, describe_validation_error
 
     try:
@@ -66,26 +71,8 @@ def reported_errors() -> Iterator[None]:
                 if exc.status is None else None)
         raise fail(str(exc), code, hint) from None
     except (OperationalError, OSError) as exc:
-        message = _storage_failure(exc)
+        message = storage_failure(exc, owner="the")
         if message is None:
             raise
         raise fail(message, ExitCode.ERROR, "free space on the disk that holds the home "
                    "directory or database (see `df -h`), then run the command again") from None
-
-
-#: How SQLite and the operating system say a write found no space.
-_DISK_FULL = ("database or disk is full", "no space left on device")
-
-
-def _storage_failure(exc: Exception) -> str | None:
-    """What to print when ``exc`` says the disk is full (or failing); ``None`` otherwise."""
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"the disk is full: {exc.strerror}" + (f" ({exc.filename})" if exc.filename
-                                                       else "")
-    text = str(getattr(exc, "orig", exc)).lower()
-    if any(words in text for words in _DISK_FULL):
-        return "the database could not be written: the disk is full"
-    if "disk i/o error" in text:
-        return ("the database could not be read or written (disk I/O error): the disk may be "
-                "full")
-    return None

@@ -110,6 +110,19 @@ def state(home: Path) -> dict[str, Any]:
         context.engine.dispose()
 
 
+def released_once(disk: Path) -> Path:
+    """A node home on ``disk`` with 60 records and one release (the year's account exists)."""
+    home = disk / "node"
+    context = node.init_node(home=home, node_id="acme", display_name="Acme",
+                             policy=node.Policy(coverage=COVERAGE))
+    insert_records(context, [make_record(f"r{i}", period=f"2024-{i % 12 + 1:02d}",
+                                         quantity_t=10.0, unit=f"site:{i % 7}")
+                             for i in range(60)])
+    node.answer_query(context=context, query=aggregate_query())
+    context.engine.dispose()
+    return home
+
+
 def clean_failure(output: str) -> None:
     """The disk is named as the cause, what to do is said, and no traceback is shown."""
     text = " ".join(output.split())  # the console wraps long lines
@@ -162,15 +175,7 @@ def test_an_import_on_a_full_disk_fails_cleanly_and_succeeds_once_there_is_room(
 def test_a_release_on_a_full_disk_charges_nothing_and_succeeds_once_there_is_room(
     disk: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    home = disk / "node"
-    context = node.init_node(home=home, node_id="acme", display_name="Acme",
-                             policy=node.Policy(coverage=COVERAGE))
-    insert_records(context, [make_record(f"r{i}", period=f"2024-{i % 12 + 1:02d}",
-                                         quantity_t=10.0, unit=f"site:{i % 7}")
-                             for i in range(60)])
-    node.answer_query(context=context, query=aggregate_query())  # the year's account exists
-    context.engine.dispose()
-
+    home = released_once(disk)
     settled: list[str] = []  # query ids whose settlement ran (their reservation committed)
 
     def spy_settle(**kwargs: Any) -> None:
@@ -226,15 +231,8 @@ def test_a_release_on_a_full_disk_charges_nothing_and_succeeds_once_there_is_roo
 
 
 def test_a_push_release_on_a_full_disk_answers_507_and_charges_nothing(disk: Path) -> None:
-    home = disk / "node"
-    context = node.init_node(home=home, node_id="acme", display_name="Acme",
-                             policy=node.Policy(coverage=COVERAGE))
-    insert_records(context, [make_record(f"r{i}", period=f"2024-{i % 12 + 1:02d}",
-                                         quantity_t=10.0, unit=f"site:{i % 7}")
-                             for i in range(60)])
-    node.answer_query(context=context, query=aggregate_query())  # the year's account exists
-    token = context.settings.access_token.get_secret_value()
-    context.engine.dispose()
+    home = released_once(disk)
+    token = node.load_settings(home).access_token.get_secret_value()
 
     statuses: list[int] = []
     for leave in range(4096, 160 * 1024 + 1, 8192):
