@@ -173,8 +173,12 @@ def create_app(context: NodeContext, *, run_agent: bool = True) -> FastAPI:
             allowed_commodities=list(context.policy.release.allowed_commodities),
         )
 
-    @app.post(f"/{API_VERSION}/queries", dependencies=[Depends(require_coordinator)])
+    @app.post(f"/{API_VERSION}/queries", dependencies=[Depends(require_coordinator)],
+              responses={403: {"model": ErrorBody}, 507: {"model": ErrorBody}})
     def run_query(query: AggregateQuery) -> SignedAnswer:
+        """Answer one query with a DP release charged to the budget (development push mode).
+        403 ``budget_exceeded`` (requested vs remaining) or ``query_refused`` (the policy's
+        rule); 507 ``insufficient_storage``: the disk is full, nothing released or charged."""
         return answer_query(context=context, query=query)
 
     @app.get(f"/{API_VERSION}/budget", dependencies=[Depends(require_coordinator)])
