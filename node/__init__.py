@@ -47,6 +47,7 @@ from node._jobs import (
 )
 from node._ledger import ReleaseOrigin, export_ledger, ledger_entries
 from node._mapping import Mapping, load_mapping
+from node._peer_keys import PeerKey, pinned_peer_keys, trust_peer
 from node._policy import (
     ApprovalPolicy,
     ApprovalRule,
@@ -84,6 +85,7 @@ __all__ = [
     "NodeContext",
     "NodeError",
     "NodeSettings",
+    "PeerKey",
     "Policy",
     "PullAgent",
     "QueryRefusedError",
@@ -116,9 +118,11 @@ __all__ = [
     "load_settings",
     "make_engine",
     "open_node",
+    "pinned_peer_keys",
     "receive_job",
     "recover_reservations",
     "rotate_key",
     "run_job",
     "storage_failure",
+    "trust_peer",
 ]

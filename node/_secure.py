@@ -14,7 +14,9 @@ the round's *converted* cost: ``zcdp_epsilon(config.released_rho(), policy delta
 exceed ``max_epsilon_per_release``; that the planned round matches the query (cells,
 scale, L1 and L2 sensitivity at least the query's ``unit_sum_bound``, this node invited,
 publication rules at least as strict as the policy's); the differencing guard over the
-invited nodes; for statistic ``sum_of_squares``, a scale of
+invited nodes; the peers' identity keys against the keys pinned at this node
+(:mod:`node._peer_keys`: a changed key refuses the round, a new peer is pinned); for
+statistic ``sum_of_squares``, a scale of
 :data:`protocols.SQUARES_SCALES` and at least the sensitivity and clip of
 :func:`protocols.squares_encoding` at that scale (this node then squares its own clipped cell
 totals, :func:`protocols.encode_squares`, before masking); and that the approval policy
@@ -48,6 +50,7 @@ from node._differencing import check_differencing
 from node._errors import BudgetExceededError, QueryRefusedError
 from node._home import NodeContext
 from node._ledger import ReleaseOrigin
+from node._peer_keys import check_peer_keys
 from node._policy import check_query
 from node._release import load_records
 from node._releasing import ReleaseSpec, release_once
@@ -267,6 +270,12 @@ def _advertise(context: NodeContext, memory: SecureRoundsMemory, job: SecAggJob)
         check_differencing(connection=connection, query=secure_query.query,
                            coverage=context.policy.coverage, participants=config.node_ids)
         connection.rollback()
+    pinned = check_peer_keys(home=context.home, identity_keys=job.identity_keys,
+                             own_node_id=context.settings.node_id,
+                             own_public_key=context.public_key)
+    if pinned:
+        log.info("secure round %s: pinned the identity keys of %s (first round with them)",
+                 job.round_id, ", ".join(pinned))
     state, advert = client.advertise_keys(config=config, node_id=context.settings.node_id,
                                           identity_key=context.private_key)
     with memory.lock:

@@ -311,6 +311,63 @@ def rotate(home: Home = Path("dpn-node")) -> None:
         new_id = rotate_key(context=context)
         context.engine.dispose()
     console.print(f"new key id [bold]{new_id}[/bold]; restart `dpn node serve` to use it")
+    console.print("The other nodes pinned your old key for secure aggregation: give them the "
+                  "new public key (`dpn node status --json`) so that each runs `dpn node "
+                  "trust-peer` with it; until then they refuse secure rounds with this node.")
+
+
+@node_app.command("peers")
+def peers(
+    home: Home = Path("dpn-node"),
+    as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False,
+) -> None:
+    """List the other nodes' identity keys pinned here for secure aggregation.
+
+    A key is pinned the first time a secure round names the peer (or by `dpn node
+    trust-peer`); a round naming a different key for a pinned peer is refused. Compare the key
+    ids with the ones the companies publish.
+
+    Example: dpn node peers --home /srv/dpn-node
+    """
+    from node import open_node, pinned_peer_keys
+
+    with reported_errors():
+        open_node(home).engine.dispose()  # a node home, or a clear error
+        pins = pinned_peer_keys(home=home)
+    if as_json:
+        console.print_json(json.dumps({n: p.model_dump(mode="json") for n, p in pins.items()}))
+        return
+    table = Table(title="peers' identity keys pinned at this node")
+    for column in ("node", "key id", "pinned", "by"):
+        table.add_column(column)
+    for node_id, pin in pins.items():
+        table.add_row(node_id, pin.key_id, pin.pinned_at.isoformat(timespec="seconds"),
+                      "first secure round" if pin.source == "first_use" else "operator")
+    console.print(table)
+    if not pins:
+        console.print("no peer pinned yet: keys are pinned at the first secure round")
+
+
+@node_app.command("trust-peer")
+def trust_peer_command(
+    node_id: Annotated[str, typer.Argument(help="the peer's node id")],
+    key: Annotated[str, typer.Option(help="the peer's Ed25519 public key (base64), as it "
+                                          "published it")],
+    home: Home = Path("dpn-node"),
+) -> None:
+    """Pin a peer's identity key: before its first round, or after it rotated its key.
+
+    Confirm the key id with the peer's company out of band first: trusting a key the
+    coordinator made up would let the coordinator read this node's shares.
+
+    Example: dpn node trust-peer bolt-refining --key MCowBQYDK2VwAyEA... --home /srv/dpn-node
+    """
+    from node import open_node, trust_peer
+
+    with reported_errors():
+        open_node(home).engine.dispose()
+        pin = trust_peer(home=home, node_id=node_id, public_key=key)
+    console.print(f"pinned {node_id}'s key id [bold]{pin.key_id}[/bold]")
 
 
 @node_app.command("ledger-export")
@@ -368,6 +425,7 @@ def status(
     if as_json:
         console.print_json(json.dumps({
             "node_id": context.settings.node_id, "key_id": context.key_id,
+            "public_key": context.public_key,
             "budget": [{"year": b.year, "total": b.total, "spent": b.spent,
                         "remaining": b.remaining} for b in budget],
             "records": summary.records, "imports": summary.imports,
