@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fcntl
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -42,6 +44,19 @@ __all__ = [
 #: The pinned keys, in the node's home.
 PEER_KEYS_FILE = "peer_keys.json"
 _LOCK = threading.Lock()
+
+
+@contextmanager
+def _locked(home: Path) -> Iterator[None]:
+    """Hold the pins for a read-modify-write: across threads, and across processes (the
+    service pinning at a round while `dpn node trust-peer` runs) with ``flock``."""
+    with _LOCK:
+        fd = os.open(home / (PEER_KEYS_FILE + ".lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
 
 class PeerKey(BaseModel):
@@ -94,7 +109,7 @@ def check_peer_keys(*, home: Path, identity_keys: Mapping[str, str], own_node_id
             "the coordinator lists a key for this node that is not its own (key id "
             f"{_kid(listed)} instead of {key_id(own_public_key)}); refusing the round",
             rule="peer_keys")
-    with _LOCK:
+    with _locked(home):
         pins = pinned_peer_keys(home=home)
         changed = [f"{node} (pinned key id {pins[node].key_id}, now {_kid(key)})"
                    for node, key in sorted(identity_keys.items())
@@ -119,7 +134,7 @@ def trust_peer(*, home: Path, node_id: str, public_key: str,
     """Pin ``public_key`` for ``node_id`` as the operator's decision (replaces any pin)."""
     pin = PeerKey(public_key=_checked(node_id, public_key), key_id=key_id(public_key),
                   source="operator", pinned_at=now or datetime.now(UTC))
-    with _LOCK:
+    with _locked(home):
         pins = pinned_peer_keys(home=home)
         _save(home, {**pins, node_id: pin})
     return pin

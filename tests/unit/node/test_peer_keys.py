@@ -3,7 +3,11 @@ a changed key refuses the round, the operator re-trusts a rotated key."""
 
 from __future__ import annotations
 
+import json
 import stat
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -109,3 +113,20 @@ def test_a_secure_round_with_a_substituted_peer_key_is_refused_at_the_node(
     assert reply.refusal is not None and reply.refusal.reason == "query_refused"
     assert "identity key of a peer differs" in reply.refusal.message
     assert reply.advertisement is None
+
+
+def test_pins_written_by_several_processes_at_once_are_all_kept(tmp_path: Path) -> None:
+    """The service pins at a round while `dpn node trust-peer` runs: no lost update. Four
+    processes start together (after a common start time) and pin 100 peers each."""
+    keys = {f"peer-{p}-{i}": new_key() for p in range(4) for i in range(100)}
+    script = ("import json, sys, time; from pathlib import Path; import node\n"
+              "time.sleep(max(0.0, float(sys.argv[3]) - time.time()))\n"
+              "for node_id, key in json.loads(sys.argv[2]).items():\n"
+              "    node.trust_peer(home=Path(sys.argv[1]), node_id=node_id, public_key=key)\n")
+    start = str(time.time() + 6.0)  # after every interpreter has imported the package
+    workers = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), json.dumps(
+        {n: k for n, k in keys.items() if n.startswith(f"peer-{p}-")}), start])
+        for p in range(4)]
+    assert [w.wait(timeout=120) for w in workers] == [0] * 4
+    pins = node.pinned_peer_keys(home=tmp_path)
+    assert {n: p.public_key for n, p in pins.items()} == keys
