@@ -14,6 +14,7 @@ __all__ = [
     "CoordinatorTable",
     "EnrolmentTokenRow",
     "JobRow",
+    "KeyRotationRow",
     "NodeRow",
     "NonceRow",
     "QueryRow",
@@ -110,6 +111,20 @@ class ReleasedSetRow(CoordinatorTable, table=True):
     members_hash: str = Field(max_length=64)
     members: str = Field(sa_column=Column(Text, nullable=False))  # sorted, comma-separated
     query_id: str = Field(max_length=32)
+
+
+class KeyRotationRow(CoordinatorTable, table=True):
+    """A node's accepted key rotation: the key it replaced and the ``rotate_key`` envelope
+    signed by that key (``protocols.KeyRotation``), handed to peers that pinned the old key."""
+
+    __tablename__ = "key_rotations"
+
+    id: int | None = Field(default=None, primary_key=True)
+    node_id: str = Field(max_length=63, index=True)
+    old_public_key: str = Field(max_length=100)
+    new_public_key: str = Field(max_length=100)
+    rotation_json: str = Field(sa_column=Column(Text, nullable=False))
+    rotated_at: datetime = Field(default_factory=utcnow)
 
 
 class JobRow(CoordinatorTable, table=True):

@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
-from sqlmodel import Session
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
 
 from coordinator._context import CoordinatorContext
-from coordinator._db import EnrolmentTokenRow, NodeRow, utcnow
+from coordinator._db import EnrolmentTokenRow, KeyRotationRow, NodeRow, utcnow
 from coordinator._envelopes import nonce_store, open_from_node
 from coordinator._errors import EnrolmentError
 from protocols import (
@@ -19,6 +21,7 @@ from protocols import (
     EnrolBody,
     EnrolledBody,
     EnvelopeError,
+    KeyRotation,
     MessageKind,
     RotateKeyBody,
     SignatureError,
@@ -29,7 +32,8 @@ from protocols import (
     verify,
 )
 
-__all__ = ["enrol_with_token", "issue_enrolment_token", "revoke_node", "rotate_node_key"]
+__all__ = ["enrol_with_token", "issue_enrolment_token", "key_rotations_of", "revoke_node",
+           "rotate_node_key"]
 
 log = logging.getLogger("coordinator.enrolment")
 
@@ -104,6 +108,7 @@ def enrol_with_token(*, context: CoordinatorContext, signed: SignedEnvelope) -> 
 def rotate_node_key(*, context: CoordinatorContext, signed: SignedEnvelope) -> str:
     """Replace a node's key: the envelope is signed by the old key, the body proves the new.
 
+    The envelope is kept (``key_rotations``) for the node's peers: :func:`key_rotations_of`.
     Returns the new key id.
     """
     node, envelope = open_from_node(context, signed, {MessageKind.ROTATE_KEY})
@@ -116,11 +121,30 @@ def rotate_node_key(*, context: CoordinatorContext, signed: SignedEnvelope) -> s
     with Session(context.engine) as session:
         row = session.get(NodeRow, node.node_id)
         assert row is not None
+        session.add(KeyRotationRow(  # peers that pinned the old key follow the chain
+            node_id=node.node_id, old_public_key=row.public_key,
+            new_public_key=body.new_public_key,
+            rotation_json=KeyRotation(old_public_key=row.public_key,
+                                      rotation=signed).model_dump_json()))
         row.public_key, row.key_id = body.new_public_key, key_id(body.new_public_key)
         session.add(row)
         session.commit()
         log.info("node %r rotated its key to %s", node.node_id, row.key_id)
         return row.key_id
+
+
+def key_rotations_of(*, engine: Engine, node_ids: Iterable[str]
+                     ) -> dict[str, list[KeyRotation]]:
+    """The accepted key rotations of ``node_ids`` (those with any), oldest first."""
+    wanted = sorted(set(node_ids))
+    with Session(engine) as session:
+        rows = session.exec(select(KeyRotationRow).where(
+            col(KeyRotationRow.node_id).in_(wanted)).order_by(col(KeyRotationRow.id))).all()
+    out: dict[str, list[KeyRotation]] = {}
+    for row in rows:
+        out.setdefault(row.node_id, []).append(
+            KeyRotation.model_validate_json(row.rotation_json))
+    return out
 
 
 def revoke_node(*, context: CoordinatorContext, node_id: str) -> None:

@@ -50,6 +50,7 @@ from sqlmodel import Session, col, select
 import coordinator._secagg as server
 from coordinator._db import JobRow, NodeRow, QueryRow, utcnow
 from coordinator._differencing import check_submission
+from coordinator._enrolment import key_rotations_of
 from coordinator._errors import CoordinatorError, UnknownQueryError
 from coordinator._models import CellStatus, NodeOutcome, NodeStatus, PooledCell, PooledResult
 from coordinator._notify import jobs_queued
@@ -59,6 +60,7 @@ from protocols import (
     FIXED_POINT_SCALE,
     SQUARES_SCALES,
     AggregateQuery,
+    KeyRotation,
     Receipt,
     SecAggConfig,
     SecAggError,
@@ -266,7 +268,8 @@ def start_secure_query(rounds: SecureRounds, *, secure_query: SecureAggregateQue
             requester=requester, created_at=now, deadline=deadline, stage_seconds=seconds,
             participants={n: _Participant(n) for n in participants})
         rounds.rounds[query.query_id] = secure
-        _open_step(rounds, secure, SECAGG_STEPS[0], now, identity_keys=identity_keys)
+        _open_step(rounds, secure, SECAGG_STEPS[0], now, identity_keys=identity_keys,
+                   key_rotations=key_rotations_of(engine=rounds.engine, node_ids=participants))
         return _status(secure)
 
 
@@ -322,7 +325,8 @@ def _job(secure: SecureRound, step: Step, now: datetime, **inputs: object) -> Se
 
 
 def _open_step(rounds: SecureRounds, secure: SecureRound, step: Step, now: datetime, *,
-               identity_keys: dict[str, str] | None = None) -> None:
+               identity_keys: dict[str, str] | None = None,
+               key_rotations: dict[str, list[KeyRotation]] | None = None) -> None:
     """Queue ``step``'s jobs (its inputs come from the stage functions)."""
     state = secure.state
     secure.step = step
@@ -332,7 +336,8 @@ def _open_step(rounds: SecureRounds, secure: SecureRound, step: Step, now: datet
     if step == SECAGG_STEPS[0]:
         for node in active:
             jobs[node] = _job(secure, step, now, secure_query=secure.secure_query,
-                              config=secure.config, identity_keys=identity_keys)
+                              config=secure.config, identity_keys=identity_keys,
+                              key_rotations=key_rotations or None)
     elif step[0] is SecAggStage.SHARE_KEYS:
         server.broadcast_roster(state)  # fails the step if too few advertised
         for node in active:

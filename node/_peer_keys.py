@@ -6,8 +6,12 @@ the round's first job. A coordinator that substituted keys of its own could read
 and unmask a node alone. So the node pins every peer's identity key the first time it sees
 it (or as the operator set it from a list distributed out of band) in
 ``<home>/peer_keys.json`` (mode 0600), and refuses a round in which a pinned peer's key is
-different, naming the peer and both key ids. A peer that really rotated its key is trusted
-again by the operator: ``dpn node trust-peer NODE_ID --key BASE64``.
+different, naming the peer and both key ids, unless the round also carries the peer's key
+rotations (the ``rotate_key`` envelopes the coordinator accepted) and they lead from the
+pinned key to the new one, each signed by the key it replaced
+(:func:`protocols.follow_key_rotations`): the coordinator cannot forge those, so the new key
+is pinned (``source = "rotation"``). Otherwise the operator trusts the new key after
+checking it with the peer's company: ``dpn node trust-peer NODE_ID --key BASE64``.
 
 Trust on first use protects against a coordinator that turns malicious after the first round
 with a peer; pre-seeding the file from the pool's published list of key ids (``dpn node
@@ -21,7 +25,7 @@ import binascii
 import fcntl
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from node._errors import NodeConfigError, QueryRefusedError
-from protocols import key_id
+from protocols import KeyRotation, follow_key_rotations, key_id
 
 __all__ = [
     "PEER_KEYS_FILE",
@@ -66,7 +70,7 @@ class PeerKey(BaseModel):
 
     public_key: str
     key_id: str
-    source: Literal["first_use", "operator"]
+    source: Literal["first_use", "operator", "rotation"]
     pinned_at: datetime
 
 
@@ -96,12 +100,15 @@ def _save(home: Path, pins: Mapping[str, PeerKey]) -> None:
 
 
 def check_peer_keys(*, home: Path, identity_keys: Mapping[str, str], own_node_id: str,
-                    own_public_key: str, now: datetime | None = None) -> list[str]:
-    """Check a round's identity keys against the pins; pin the peers seen for the first time.
+                    own_public_key: str,
+                    rotations: Mapping[str, Sequence[KeyRotation]] | None = None,
+                    now: datetime | None = None) -> list[str]:
+    """Check a round's identity keys against the pins; pin the peers seen for the first time
+    and the new keys of peers whose ``rotations`` lead from the pinned key to the listed one.
 
     Raises :class:`QueryRefusedError` (rule ``peer_keys``) naming every peer whose key
-    differs from its pinned one, or if the key listed for this node is not its own; nothing
-    is pinned then. Returns the node ids pinned now.
+    differs from its pinned one without such a chain, or if the key listed for this node is
+    not its own; nothing is pinned then. Returns the node ids pinned now.
     """
     listed = identity_keys.get(own_node_id)
     if listed != own_public_key:
@@ -109,24 +116,31 @@ def check_peer_keys(*, home: Path, identity_keys: Mapping[str, str], own_node_id
             "the coordinator lists a key for this node that is not its own (key id "
             f"{_kid(listed)} instead of {key_id(own_public_key)}); refusing the round",
             rule="peer_keys")
+    when = now or datetime.now(UTC)
     with _locked(home):
         pins = pinned_peer_keys(home=home)
-        changed = [f"{node} (pinned key id {pins[node].key_id}, now {_kid(key)})"
-                   for node, key in sorted(identity_keys.items())
-                   if node != own_node_id and node in pins and pins[node].public_key != key]
+        changed, rotated = [], {}
+        for node, key in sorted(identity_keys.items()):
+            if node == own_node_id or node not in pins or pins[node].public_key == key:
+                continue
+            if follow_key_rotations((rotations or {}).get(node, ()), node_id=node,
+                                    start=pins[node].public_key, target=key):
+                rotated[node] = PeerKey(public_key=key, key_id=key_id(key), source="rotation",
+                                        pinned_at=when)
+            else:
+                changed.append(f"{node} (pinned key id {pins[node].key_id}, now {_kid(key)})")
         if changed:
             raise QueryRefusedError(
                 "the identity key of a peer differs from the one pinned at this node: "
                 f"{'; '.join(changed)}. A coordinator substituting keys could read this "
                 "node's shares. If the peer rotated its key, confirm the new key id with it "
                 "and run `dpn node trust-peer NODE_ID --key NEW_KEY`", rule="peer_keys")
-        when = now or datetime.now(UTC)
         new = {node: PeerKey(public_key=_checked(node, key), key_id=key_id(key),
                              source="first_use", pinned_at=when)
                for node, key in identity_keys.items() if node != own_node_id and node not in pins}
-        if new:
-            _save(home, {**pins, **new})
-        return sorted(new)
+        if new or rotated:
+            _save(home, {**pins, **new, **rotated})
+        return sorted([*new, *rotated])
 
 
 def trust_peer(*, home: Path, node_id: str, public_key: str,

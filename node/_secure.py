@@ -272,9 +272,10 @@ def _advertise(context: NodeContext, memory: SecureRoundsMemory, job: SecAggJob)
         connection.rollback()
     pinned = check_peer_keys(home=context.home, identity_keys=job.identity_keys,
                              own_node_id=context.settings.node_id,
-                             own_public_key=context.public_key)
+                             own_public_key=context.public_key, rotations=job.key_rotations)
     if pinned:
-        log.info("secure round %s: pinned the identity keys of %s (first round with them)",
+        log.info("secure round %s: pinned the identity keys of %s (new peers, or rotated "
+                 "keys signed by the pinned ones)",
                  job.round_id, ", ".join(pinned))
     state, advert = client.advertise_keys(config=config, node_id=context.settings.node_id,
                                           identity_key=context.private_key)

@@ -98,6 +98,7 @@ from protocols._jobs import (
     parse_answer,
     parse_query,
 )
+from protocols._key_rotation import KeyRotation, follow_key_rotations, verify_key_rotation
 from protocols._ledger import (
     GENESIS_HASH,
     LEDGER_VERSION,
@@ -293,6 +294,7 @@ __all__ = [
     "InvalidPeriodError",
     "JobSpec",
     "JobState",
+    "KeyRotation",
     "LaplaceMechanism",
     "LedgerEntry",
     "LedgerExport",
@@ -340,6 +342,7 @@ __all__ = [
     "cross_check",
     "describe_validation_error",
     "entry_hash",
+    "follow_key_rotations",
     "from_fixed_point",
     "generate_private_key",
     "guarantee",
@@ -369,6 +372,7 @@ __all__ = [
     "to_fixed_point",
     "verify",
     "verify_chain",
+    "verify_key_rotation",
     "zcdp_epsilon",
 ]
 

@@ -42,6 +42,7 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from protocols._dp import FIXED_POINT_SCALE
+from protocols._key_rotation import KeyRotation
 from protocols._ledger import Receipt
 from protocols._secagg_messages import (
     AdvertiseKeys,
@@ -224,6 +225,10 @@ class SecAggJob(BaseModel):
     identity_keys: dict[str, str] | None = Field(
         default=None, description="participants' Ed25519 public keys as registered at the "
         "coordinator (the node verifies the roster's signatures with them)")
+    key_rotations: dict[str, list[KeyRotation]] | None = Field(
+        default=None, description="advertise_keys only: each participant's accepted key "
+        "rotations, oldest first, so that a peer that pinned an older key can check the chain "
+        "to the current one (protocols.follow_key_rotations)")
     roster: KeyRoster | None = None
     forwarded: ForwardedShares | None = None
     unmask_request: UnmaskRequest | None = None
@@ -235,6 +240,8 @@ class SecAggJob(BaseModel):
         if needed is None:
             raise ValueError(f"no step {secagg_step_name(self.stage, self.phase)}")
         present = {name for name in _INPUTS if getattr(self, name) is not None}
+        if self.key_rotations is not None and self.stage is not SecAggStage.ADVERTISE_KEYS:
+            raise ValueError("only the advertise_keys step carries key rotations")
         if present != set(needed):
             raise ValueError(f"step {secagg_step_name(self.stage, self.phase)} carries "
                              f"{sorted(needed)}, not {sorted(present)}")

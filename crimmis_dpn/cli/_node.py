@@ -311,9 +311,8 @@ def rotate(home: Home = Path("dpn-node")) -> None:
         new_id = rotate_key(context=context)
         context.engine.dispose()
     console.print(f"new key id [bold]{new_id}[/bold]; restart `dpn node serve` to use it")
-    console.print("The other nodes pinned your old key for secure aggregation: give them the "
-                  "new public key (`dpn node status --json`) so that each runs `dpn node "
-                  "trust-peer` with it; until then they refuse secure rounds with this node.")
+    console.print("The other nodes pinned your old key for secure aggregation; they follow "
+                  "this rotation (signed by the old key) at the next secure round.")
 
 
 @node_app.command("peers")
@@ -342,7 +341,8 @@ def peers(
         table.add_column(column)
     for node_id, pin in pins.items():
         table.add_row(node_id, pin.key_id, pin.pinned_at.isoformat(timespec="seconds"),
-                      "first secure round" if pin.source == "first_use" else "operator")
+                      {"first_use": "first secure round", "operator": "operator",
+                       "rotation": "rotation signed by the pinned key"}[pin.source])
     console.print(table)
     if not pins:
         console.print("no peer pinned yet: keys are pinned at the first secure round")
@@ -355,7 +355,8 @@ def trust_peer_command(
                                           "published it")],
     home: Home = Path("dpn-node"),
 ) -> None:
-    """Pin a peer's identity key: before its first round, or after it rotated its key.
+    """Pin a peer's identity key: before its first round, or when its rotation cannot be
+    followed (e.g. it re-enrolled with a new key).
 
     Confirm the key id with the peer's company out of band first: trusting a key the
     coordinator made up would let the coordinator read this node's shares.

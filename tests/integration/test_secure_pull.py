@@ -30,16 +30,25 @@ from coordinator import (
     tick_secure_rounds,
 )
 from coordinator._db import JobRow as CoordinatorJob
+from coordinator._db import KeyRotationRow, NodeRow
 from coordinator._receipts import node_receipts
 from protocols import (
+    COORDINATOR_ID,
     FIXED_POINT_SCALE,
     AggregateQuery,
     CoverageEntry,
+    KeyRotation,
+    MessageKind,
+    RotateKeyBody,
     SecAggJob,
     SecAggPhase,
     SecAggStage,
     SecureAggregateQuery,
     decode_words,
+    generate_private_key,
+    public_key_b64,
+    seal_envelope,
+    sign,
     words_from_b64,
     words_to_b64,
 )
@@ -456,3 +465,45 @@ def test_the_cli_runs_a_secure_query_over_a_pool_of_processes(tmp_path: Path) ->
             reopened.engine.dispose()
     print(f"\nprocesses: secure query by the CLI (incl. its start-up) {secure_seconds:.2f} s, "
           f"by the client {client_seconds:.2f} s; plain query {plain_seconds:.2f} s")
+
+
+def test_a_rotated_key_is_followed_by_its_signed_rotation_and_a_forged_one_refused(
+        pool: Pool) -> None:
+    first = asyncio.run(_run(pool, secure_body(sum_query())))
+    assert first["status"] == "completed", first
+    peer = pool.nodes[1]
+    old_key = node.pinned_peer_keys(home=peer.home)["miner-0"]
+    assert old_key.source == "first_use"
+    # miner-0 rotates its key: the coordinator keeps the envelope signed by the old key and
+    # hands it to the peers with the next round, which they check and follow.
+    with TestClient(pool.app, base_url=URL) as client:
+        node.rotate_key(context=pool.nodes[0], client=client)
+    second = asyncio.run(_run(pool, secure_body(sum_query())))
+    assert second["status"] == "completed", second
+    assert second["sum_survivors"] == [f"miner-{i}" for i in range(4)]
+    pinned = node.pinned_peer_keys(home=peer.home)["miner-0"]
+    assert (pinned.public_key, pinned.source) == (pool.nodes[0].public_key, "rotation")
+    # A coordinator that swaps miner-0's key for one of its own, with a "rotation" it signed
+    # itself, is refused by every peer: the round fails and nothing is released.
+    forged_key = generate_private_key()
+    forged = KeyRotation(old_public_key=pool.nodes[0].public_key, rotation=seal_envelope(
+        forged_key, sender="miner-0", recipient=COORDINATOR_ID, kind=MessageKind.ROTATE_KEY,
+        body=RotateKeyBody(new_public_key=public_key_b64(forged_key), proof=sign(
+            forged_key, {"node_id": "miner-0", "new_public_key": public_key_b64(forged_key)})
+        ).model_dump(mode="json")))
+    with Session(pool.hub.engine) as session:
+        session.add(KeyRotationRow(node_id="miner-0", old_public_key=forged.old_public_key,
+                                   new_public_key=public_key_b64(forged_key),
+                                   rotation_json=forged.model_dump_json()))
+        row = session.get(NodeRow, "miner-0")
+        assert row is not None
+        row.public_key = public_key_b64(forged_key)
+        session.add(row)
+        session.commit()
+    spent_before = [ledger_kinds(c) for c in pool.nodes[1:]]
+    third = asyncio.run(_run(pool, secure_body(sum_query())))
+    assert third["status"] == "failed", third
+    refusals = {o["node_id"]: o["message"] for o in third["nodes"] if o["message"]}
+    for index in (1, 2, 3):
+        assert "identity key of a peer differs" in refusals[f"miner-{index}"], refusals
+    assert [ledger_kinds(c) for c in pool.nodes[1:]] == spent_before

@@ -130,3 +130,24 @@ def test_pins_written_by_several_processes_at_once_are_all_kept(tmp_path: Path) 
     assert [w.wait(timeout=120) for w in workers] == [0] * 4
     pins = node.pinned_peer_keys(home=tmp_path)
     assert {n: p.public_key for n, p in pins.items()} == keys
+
+
+def test_a_key_rotation_signed_by_the_pinned_key_is_followed(tmp_path: Path) -> None:
+    from tests.unit.protocols.test_key_rotation import rotation
+
+    old, new, mallory = generate_private_key(), generate_private_key(), generate_private_key()
+    keys = {"acme": OWN, "bolt": public_key_b64(old)}
+    check_peer_keys(home=tmp_path, identity_keys=keys, own_node_id="acme", own_public_key=OWN)
+    rotated = {**keys, "bolt": public_key_b64(new)}
+    # a "rotation" signed by someone else (the coordinator) is no evidence: refused
+    with pytest.raises(node.QueryRefusedError, match="identity key of a peer differs"):
+        check_peer_keys(home=tmp_path, identity_keys=rotated, own_node_id="acme",
+                        own_public_key=OWN, rotations={"bolt": [rotation(old, new,
+                                                                         signer=mallory)]})
+    assert node.pinned_peer_keys(home=tmp_path)["bolt"].public_key == public_key_b64(old)
+    # bolt's own rotation, signed by the pinned key: followed, the new key pinned
+    assert check_peer_keys(home=tmp_path, identity_keys=rotated, own_node_id="acme",
+                           own_public_key=OWN, rotations={"bolt": [rotation(old, new)]}) == [
+        "bolt"]
+    pin = node.pinned_peer_keys(home=tmp_path)["bolt"]
+    assert (pin.public_key, pin.source) == (public_key_b64(new), "rotation")
