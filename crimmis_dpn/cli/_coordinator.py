@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from crimmis_dpn.cli._common import ExitCode, console, fail, reported_errors
 from crimmis_dpn.cli._progress import follow_query, progress_enabled, spinner, stages
+
+if TYPE_CHECKING:
+    from protocols import AggregateQuery
 
 __all__ = ["coordinator_app"]
 
@@ -316,12 +319,59 @@ def query_command(
                        ExitCode.USAGE)
         fields.setdefault("query_id", uuid.uuid4().hex)
         query = AggregateQuery.model_validate(fields)
-        with _client(home, url, token) as client:
-            result = follow_query(
-                client.query(query, quorum=quorum, deadline_seconds=deadline_seconds,
-                             wait_seconds=0.0),
-                lambda wait: client.result(query.query_id, wait_seconds=wait),
-                label="nodes answered", enabled=show, timeout=wait_seconds)
+    _run_query(query, quorum=quorum, deadline_seconds=deadline_seconds,
+               wait_seconds=wait_seconds, output=output, home=home, url=url, token=token,
+               as_json=as_json, show=show)
+
+
+@coordinator_app.command("eu-sourcing")
+def eu_sourcing(
+    commodity: Annotated[str, typer.Option(help="commodity code, e.g. cobalt")],
+    period: Annotated[int, typer.Option(help="calendar year, e.g. 2024")],
+    epsilon: Annotated[float, typer.Option(help="epsilon each node spends")] = 0.5,
+    unit_bound: Annotated[float | None, typer.Option(
+        help="tonnes one site may contribute to the year's flows (default: the balance's "
+             "table)")] = None,
+    quorum: Annotated[int, typer.Option(help="answers needed")] = 3,
+    wait_seconds: Annotated[float, typer.Option(
+        help="how long to wait for the answers (exit 6 if the query is still running)")
+    ] = 300.0,
+    output: Annotated[Path | None, typer.Option(
+        help="also write the pooled result as JSON here (`dpn coordinator report --prices`)")
+    ] = None,
+    home: Home = Path("dpn-coordinator"), url: Url = None, token: Token = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
+    """Pool the year's imports into the EU27 by partner: the EU-sourcing side of supply risk.
+
+    Give the result to `dpn coordinator report --prices` with the year's balance.
+    The report then computes HHI_WGI,t(EU sourcing) (docs/indicators.md).
+
+    Example: dpn coordinator eu-sourcing --commodity cobalt --period 2024 --output
+    cobalt-eu-sourcing-2024.json
+    """
+    from coordinator import DEFAULT_UNIT_BOUNDS, eu_sourcing_query
+    from protocols import Commodity, parse_code
+
+    with reported_errors():
+        code = parse_code(Commodity, commodity, field="commodity")
+        query = eu_sourcing_query(commodity=code, year=period, epsilon=epsilon,
+                                  unit_sum_bound=unit_bound or DEFAULT_UNIT_BOUNDS[code])
+    _run_query(query, quorum=quorum, deadline_seconds=None, wait_seconds=wait_seconds,
+               output=output, home=home, url=url, token=token, as_json=as_json,
+               show=progress_enabled(as_json))
+
+
+def _run_query(query: AggregateQuery, *, quorum: int, deadline_seconds: float | None,
+               wait_seconds: float, output: Path | None, home: Path, url: str | None,
+               token: str | None, as_json: bool, show: bool) -> None:
+    """Submit ``query``, follow it to its end, write and print the pooled result."""
+    with reported_errors(), _client(home, url, token) as client:
+        result = follow_query(
+            client.query(query, quorum=quorum, deadline_seconds=deadline_seconds,
+                         wait_seconds=0.0),
+            lambda wait: client.result(query.query_id, wait_seconds=wait),
+            label="nodes answered", enabled=show, timeout=wait_seconds)
     text = result.model_dump_json(indent=2)
     if output is not None:
         output.write_text(text, encoding="utf-8")

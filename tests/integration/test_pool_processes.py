@@ -18,7 +18,14 @@ from pathlib import Path
 import pytest
 
 import node
-from coordinator import CellStatus, NodeStatus, TokenRequest, init_coordinator
+from coordinator import (
+    CellStatus,
+    NodeStatus,
+    PooledResult,
+    TokenRequest,
+    init_coordinator,
+    is_eu_sourcing,
+)
 from crimmis_dpn._client import CoordinatorClient
 from crimmis_dpn._processes import ServiceProcess, free_port, running, start_service
 from protocols import AggregateQuery, CoverageEntry
@@ -173,6 +180,23 @@ def test_the_balance_cli_asks_for_world_totals_and_prices_and_prints_them(pool: 
     assert "volume-weighted average prices" in text
     # 0.3 on flows, stocks and totals, 0.1 on prices: 0.4 in 2024 (stocks also charge 2023)
     assert balance["epsilon_by_node"]["miner-0"]["2024"] == pytest.approx(0.4)
+
+
+def test_the_eu_sourcing_cli_pools_imports_by_partner_for_the_report(pool: Pool) -> None:
+    output = pool.home / "sourcing.json"
+    token = pool.client._client.headers["authorization"].removeprefix("Bearer ")
+    completed = subprocess.run(
+        [sys.executable, "-m", "crimmis_dpn", "coordinator", "eu-sourcing", "--commodity",
+         "cobalt", "--period", "2024", "--epsilon", "0.2", "--quorum", "4", "--url",
+         pool.coordinator.url, "--token", token, "--output", str(output), "--json"],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert completed.returncode == 0, completed.stderr
+    result = PooledResult.model_validate_json(output.read_text(encoding="utf-8"))
+    assert result.status == "completed" and is_eu_sourcing(result.query)
+    assert result.query.group_by == ["stage", "partner_country"]
+    assert sorted(result.answered) == ["miner-0", "miner-1", "miner-2", "miner-3"]
+    # the nodes import nothing into the EU: no cell is published
+    assert all(c.status is not CellStatus.PUBLISHED for c in result.cells)
 
 
 def test_a_node_that_is_down_does_not_sink_the_query_and_is_named(pool: Pool) -> None:
