@@ -30,6 +30,11 @@ Url = Annotated[str | None, typer.Option("--url", envvar="DPN_COORDINATOR_URL",
                                          help="coordinator URL (default: from --home settings)")]
 Token = Annotated[str | None, typer.Option("--token", envvar="DPN_OPERATOR_TOKEN",
                                            help="operator token (default: from --home settings)")]
+WaitSeconds = Annotated[float, typer.Option(
+    help="how long to wait for the answers (exit 6 if the query is still running)")]
+ResultOutput = Annotated[Path | None, typer.Option(
+    help="also write the pooled result as JSON here (`dpn coordinator report --prices`)")]
+AsJson = Annotated[bool, typer.Option("--json", help="print the result as JSON")]
 
 
 def _client(home: Path, url: str | None, token: str | None):  # type: ignore[no-untyped-def]
@@ -288,14 +293,10 @@ def query_command(
     quorum: Annotated[int, typer.Option(help="answers needed")] = 3,
     deadline_seconds: Annotated[float | None, typer.Option(
         help="the nodes' deadline (default: the coordinator's)")] = None,
-    wait_seconds: Annotated[float, typer.Option(
-        help="how long to wait for the answers (exit 6 if the query is still running)")
-    ] = 300.0,
-    output: Annotated[Path | None, typer.Option(
-        help="also write the pooled result as JSON here (`dpn coordinator report --prices`)")
-    ] = None,
+    wait_seconds: WaitSeconds = 300.0,
+    output: ResultOutput = None,
     home: Home = Path("dpn-coordinator"), url: Url = None, token: Token = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Run one pooled aggregate query and wait for the nodes' answers.
 
@@ -333,14 +334,10 @@ def eu_sourcing(
         help="tonnes one site may contribute to the year's flows (default: the balance's "
              "table)")] = None,
     quorum: Annotated[int, typer.Option(help="answers needed")] = 3,
-    wait_seconds: Annotated[float, typer.Option(
-        help="how long to wait for the answers (exit 6 if the query is still running)")
-    ] = 300.0,
-    output: Annotated[Path | None, typer.Option(
-        help="also write the pooled result as JSON here (`dpn coordinator report --prices`)")
-    ] = None,
+    wait_seconds: WaitSeconds = 300.0,
+    output: ResultOutput = None,
     home: Home = Path("dpn-coordinator"), url: Url = None, token: Token = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Pool the year's imports into the EU27 by partner: the EU-sourcing side of supply risk.
 
