@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -311,13 +311,7 @@ def query_command(
 
     show = progress_enabled(as_json)
     with reported_errors():
-        try:
-            fields = json.loads(query_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise fail(f"{query_file} is not a JSON query: {exc}", ExitCode.USAGE) from None
-        if not isinstance(fields, dict):
-            raise fail(f"{query_file} must hold one JSON object (an aggregate query)",
-                       ExitCode.USAGE)
+        fields = _json_object(query_file, "an aggregate query")
         fields.setdefault("query_id", uuid.uuid4().hex)
         query = AggregateQuery.model_validate(fields)
     _run_query(query, quorum=quorum, deadline_seconds=deadline_seconds,
@@ -357,6 +351,17 @@ def eu_sourcing(
     _run_query(query, quorum=quorum, deadline_seconds=None, wait_seconds=wait_seconds,
                output=output, home=home, url=url, token=token, as_json=as_json,
                show=progress_enabled(as_json))
+
+
+def _json_object(path: Path, what: str) -> dict[str, Any]:
+    """The JSON object in ``path``; exit 2 naming the file if it is not one."""
+    try:
+        fields = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise fail(f"{path} is not a JSON query: {exc}", ExitCode.USAGE) from None
+    if not isinstance(fields, dict):
+        raise fail(f"{path} must hold one JSON object ({what})", ExitCode.USAGE)
+    return fields
 
 
 def _run_query(query: AggregateQuery, *, quorum: int, deadline_seconds: float | None,
@@ -430,13 +435,7 @@ def secure_query_command(
 
     show = progress_enabled(as_json)
     with reported_errors():
-        try:
-            fields = json.loads(query_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise fail(f"{query_file} is not a JSON query: {exc}", ExitCode.USAGE) from None
-        if not isinstance(fields, dict):
-            raise fail(f"{query_file} must hold one JSON object (a secure query)",
-                       ExitCode.USAGE)
+        fields = _json_object(query_file, "a secure query")
         if "query" not in fields:
             fields = {"query": fields}
         if isinstance(fields["query"], dict):
