@@ -19,9 +19,6 @@ import node
 from coordinator import (
     SQUARES_PURPOSE,
     company_concentration,
-    create_app,
-    init_coordinator,
-    issue_enrolment_token,
     secure_query_status,
 )
 from coordinator._receipts import node_receipts
@@ -35,8 +32,8 @@ from protocols import (
     plan_secagg_round,
     squares_encoding,
 )
-from tests.integration.test_secure_pull import URL, Pool, _dump, _run
-from tests.unit.node.conftest import insert_records, make_record
+from tests.integration.test_secure_pull import URL, Pool, _dump, _run, enrolled_pool
+from tests.unit.node.conftest import make_record
 
 COVERAGE = [CoverageEntry(commodity="cobalt", stages=["mining"], flows=["production"],
                           countries=["COD", "ZMB"])]
@@ -57,30 +54,15 @@ def true_hhi(country: str) -> float:
     return sum(v * v for v in x) / sum(x) ** 2
 
 
+def company_records(index: int) -> list[dict[str, Any]]:
+    return [make_record(f"r{index}-{country}-{site}", country=country, period="2024-03",
+                        quantity_t=SITE_T, unit=f"site:{index}-{country}-{site}")
+            for country, sites in SITES.items() for site in range(sites[index])]
+
+
 @pytest.fixture
 def pool(tmp_path: Path) -> Iterator[Pool]:
-    hub = init_coordinator(home=tmp_path / "coord", port=8797)
-    hub.settings.envelope_max_age_seconds = 300
-    app = create_app(hub)
-    nodes = []
-    with TestClient(app, base_url=URL) as client:
-        for index in range(4):
-            context = node.init_node(home=tmp_path / f"n{index}", node_id=f"company-{index}",
-                                     display_name=f"Company {index}",
-                                     policy=node.Policy(coverage=COVERAGE))
-            context.settings.poll_wait_seconds = 0.1
-            insert_records(context, [
-                make_record(f"r{index}-{country}-{site}", country=country, period="2024-03",
-                            quantity_t=SITE_T, unit=f"site:{index}-{country}-{site}")
-                for country, sites in SITES.items() for site in range(sites[index])])
-            token, _ = issue_enrolment_token(context=hub, node_id=context.settings.node_id)
-            node.enrol(context=context, coordinator_url=URL, token=token,
-                       expected_coordinator_key_id=hub.key_id, client=client)
-            nodes.append(context)
-    yield Pool(hub, app, nodes)
-    for context in nodes:
-        context.engine.dispose()
-    hub.engine.dispose()
+    yield from enrolled_pool(tmp_path, port=8797, prefix="company", records=company_records)
 
 
 def query(**overrides: Any) -> AggregateQuery:

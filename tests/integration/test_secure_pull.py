@@ -9,7 +9,7 @@ import math
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,19 +93,21 @@ def per_node_cell(index: int) -> float:
     return SITES * TONNES[index]
 
 
-@pytest.fixture
-def pool(tmp_path: Path) -> Iterator[Pool]:
-    hub = init_coordinator(home=tmp_path / "coord", port=8799)
+def enrolled_pool(home: Path, *, port: int, prefix: str,
+                  records: Callable[[int], list[dict[str, Any]]]) -> Iterator[Pool]:
+    """A coordinator app and four pull-mode nodes ``{prefix}-0..3`` enrolled with it, node
+    ``i`` holding ``records(i)``; closed when the generator resumes."""
+    hub = init_coordinator(home=home / "coord", port=port)
     hub.settings.envelope_max_age_seconds = 300
     app = create_app(hub)
     nodes = []
     with TestClient(app, base_url=URL) as client:
         for index in range(4):
-            context = node.init_node(home=tmp_path / f"n{index}", node_id=f"miner-{index}",
-                                     display_name=f"Miner {index}",
+            context = node.init_node(home=home / f"n{index}", node_id=f"{prefix}-{index}",
+                                     display_name=f"{prefix.title()} {index}",
                                      policy=node.Policy(coverage=COVERAGE))
             context.settings.poll_wait_seconds = 0.1
-            node_insert(context, index)
+            insert_records(context, records(index))
             token, _ = issue_enrolment_token(context=hub, node_id=context.settings.node_id)
             node.enrol(context=context, coordinator_url=URL, token=token,
                        expected_coordinator_key_id=hub.key_id, client=client)
@@ -116,11 +118,15 @@ def pool(tmp_path: Path) -> Iterator[Pool]:
     hub.engine.dispose()
 
 
-def node_insert(context: node.NodeContext, index: int) -> None:
-    insert_records(context, [
-        make_record(f"r{index}-{country}-{site}", country=country, period="2024-03",
-                    quantity_t=TONNES[index], unit=f"site:{index}-{country}-{site}")
-        for country in ("COD", "ZMB") for site in range(SITES)])
+@pytest.fixture
+def pool(tmp_path: Path) -> Iterator[Pool]:
+    yield from enrolled_pool(tmp_path, port=8799, prefix="miner", records=node_records)
+
+
+def node_records(index: int) -> list[dict[str, Any]]:
+    return [make_record(f"r{index}-{country}-{site}", country=country, period="2024-03",
+                        quantity_t=TONNES[index], unit=f"site:{index}-{country}-{site}")
+            for country in ("COD", "ZMB") for site in range(SITES)]
 
 
 def sum_query(**overrides: Any) -> AggregateQuery:
@@ -419,7 +425,7 @@ def test_the_cli_runs_a_secure_query_over_a_pool_of_processes(tmp_path: Path) ->
             context = node.init_node(home=tmp_path / f"n{index}", node_id=f"miner-{index}",
                                      display_name=f"Miner {index}", port=free_port(),
                                      policy=node.Policy(coverage=COVERAGE))
-            node_insert(context, index)
+            insert_records(context, node_records(index))
             issued = client.enrolment_token(TokenRequest(node_id=context.settings.node_id))
             node.enrol(context=context, coordinator_url=coordinator.url, token=issued.token,
                        expected_coordinator_key_id=hub.key_id)
