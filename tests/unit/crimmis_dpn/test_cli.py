@@ -101,3 +101,11 @@ def test_balance_options_are_checked_before_anything_is_asked(tmp_path: Path) ->
         result = runner.invoke(app, [*base, *extra])
         assert result.exit_code == 2, (extra, result.output)
         assert field in result.output, (extra, result.output)
+
+
+def test_eu_sourcing_with_an_unknown_commodity_exits_2_before_asking(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["coordinator", "eu-sourcing", "--commodity", "unobtainium",
+                                 "--period", "2024", "--url", "http://127.0.0.1:9",
+                                 "--token", "t" * 40])
+    assert result.exit_code == 2, result.output
+    assert "allowed: cobalt" in result.output

@@ -45,6 +45,10 @@ def test_a_job_carries_exactly_its_steps_inputs() -> None:
         SecAggJob.model_validate({**base, "stage": "share_keys"})
     with pytest.raises(ValidationError, match="no step unmask"):
         SecAggJob.model_validate({**base, "stage": "unmask", "roster": roster})
+    # key rotations travel with advertise_keys only (where peers' keys are checked)
+    with pytest.raises(ValidationError, match="only the advertise_keys step carries key"):
+        SecAggJob.model_validate({**base, "stage": "share_keys", "roster": roster,
+                                  "key_rotations": {}})
 
 
 def test_a_reply_carries_one_message_of_its_stage_or_a_refusal() -> None:
